@@ -1,0 +1,57 @@
+"""CogVideoX with no customisation: the reference point for what each method adds.
+
+Decision (BASELINES.md leaves it open): the identity token ``*`` is removed from the evaluation
+prompt ("dog * wearing a cape" → "dog wearing a cape"), since the untuned model has never seen it;
+the same normalisation CLIP-T applies to the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from dualreal.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings
+
+__all__ = ["CogVideoXMethod", "strip_identity_token", "generate_with_pipeline"]
+
+_TOKEN = re.compile(r"\s*\*")
+
+
+def strip_identity_token(prompt: str) -> str:
+    """``"dog * wearing a cape"`` → ``"dog wearing a cape"``."""
+    return _TOKEN.sub("", prompt).strip()
+
+
+def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: GenerationSettings, **kwargs) -> torch.Tensor:
+    """Run a CogVideoX pipeline once; returns uint8 frames ``(F, H, W, 3)`` on CPU.
+
+    ``None`` geometry in ``settings`` falls back to the backbone's defaults. The generator lives on
+    the CPU so a seed gives the same initial noise on every device.
+    """
+    d = backbone.defaults
+    out = pipe(
+        prompt=prompt,
+        num_frames=settings.num_frames or d["num_frames"],
+        height=settings.height or d["height"],
+        width=settings.width or d["width"],
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="pt",
+        max_sequence_length=backbone.max_text_seq_length,
+        **kwargs,
+    ).frames[0]  # (F, 3, H, W) float in [0, 1]
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+class CogVideoXMethod(CustomizationMethod):
+    """The pretrained backbone, prompts with ``*`` removed; :meth:`fit` is a no-op."""
+
+    name = "cogvideox"
+    trainable = False
+
+    def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
+        pipe = self.backbone.pipeline()
+        frames = generate_with_pipeline(pipe, self.backbone, strip_identity_token(prompt), seed, settings)
+        return GeneratedVideo(frames=frames, fps=settings.fps)

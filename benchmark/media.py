@@ -1,0 +1,240 @@
+"""Reading and writing images and videos — one decoder (PyAV / FFmpeg) for everything.
+
+Every reader returns uint8 tensors, channels last, on CPU, and raises :class:`MediaError` with a
+one-line message that names the file. Nothing here resizes unless asked to.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MediaError",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "DECODER",
+    "read_image",
+    "read_video",
+    "write_video",
+    "resize_center_crop",
+    "select_frames",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".webm", ".mov", ".mkv")
+
+
+def _decoder_name() -> str:
+    try:
+        import av
+
+        return f"pyav-{av.__version__}"
+    except Exception:  # pragma: no cover - av is a hard dependency
+        return "pyav-missing"
+
+
+#: Name of the decoder, recorded in every result's provenance (METRICS.md: "use one decoder").
+DECODER = _decoder_name()
+
+
+class MediaError(ValueError):
+    """A file that cannot be used as an image or a video. The message names the file."""
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image as RGB uint8.
+
+    Conversions (all lossless or standard): EXIF orientation applied; grayscale (``L``, ``LA``)
+    replicated to 3 channels; palette → RGB; RGBA/LA composited over white; 16-bit (``I;16``, ``I``)
+    scaled to 8 bit by ``>> 8`` semantics (value / 257, rounded); CMYK → RGB with PIL's converter.
+
+    Args:
+        path: image file (png/jpg/jpeg/webp/bmp).
+
+    Returns:
+        uint8 tensor ``(H, W, 3)``.
+
+    Raises:
+        MediaError: missing, unreadable or not an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+                arr = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                arr = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise MediaError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise MediaError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    if arr.size == 0:
+        raise MediaError(f"{path}: empty image")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def read_video(
+    path: str | os.PathLike, *, max_frames: int | None = None, min_frames: int = 1
+) -> tuple[torch.Tensor, float]:
+    """Decode a video (or animated GIF) with PyAV into RGB uint8 frames.
+
+    Frames whose size differs from the first frame (GIFs can do this) are rescaled to the first
+    frame's size, so the result is always one tensor.
+
+    Args:
+        path: video file (mp4/avi/gif/webm/mov/mkv, anything FFmpeg reads).
+        max_frames: stop after this many frames (``None``: all).
+        min_frames: raise if fewer frames decode.
+
+    Returns:
+        ``(frames, fps)``: uint8 tensor ``(F, H, W, 3)`` and the stream's average frame rate
+        (frames per second; 8.0 when the container does not say).
+
+    Raises:
+        MediaError: missing, empty, unreadable, or fewer than ``min_frames`` frames.
+    """
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a video")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 8.0
+            size = None
+            for frame in container.decode(stream):
+                if size is None:
+                    size = (frame.width, frame.height)
+                if (frame.width, frame.height) != size:
+                    frame = frame.reformat(width=size[0], height=size[1])
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - FFmpeg raises many types; all mean "unreadable"
+        if not frames:
+            raise MediaError(f"{path}: not a readable video ({exc.__class__.__name__})") from None
+        # A truncated file: keep what decoded; the caller's min_frames decides.
+    if len(frames) < min_frames:
+        what = "no frames" if not frames else f"{len(frames)} frame(s)"
+        raise MediaError(f"{path}: {what}, need at least {min_frames}")
+    return torch.from_numpy(np.stack(frames)), fps
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *, crf: int = 12) -> Path:
+    """Write uint8 frames ``(F, H, W, 3)`` as an H.264 mp4 (yuv420p, plays everywhere), atomically.
+
+    The file appears under its final name only once complete (temp file + ``os.replace``), so an
+    interrupted write never leaves a half mp4 behind. Odd sizes are padded to even by edge
+    replication (yuv420p needs even sizes).
+
+    Raises:
+        MediaError: wrong shape or dtype.
+    """
+    import av
+
+    path = Path(path)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise MediaError(
+            f"{path}: expected uint8 frames (F, H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
+        )
+    arr = frames.cpu().numpy()
+    pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
+    if pad_h or pad_w:
+        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.part", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height = arr.shape[2], arr.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            for img in arr:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize so the target is covered (keeping aspect), then centre-crop to ``(height, width)``.
+
+    Args:
+        frames: uint8 ``(H, W, 3)`` or ``(F, H, W, 3)``.
+
+    Returns:
+        uint8 of the same rank, spatial size ``(height, width)``; bilinear with antialiasing.
+    """
+    import torch.nn.functional as F
+
+    single = frames.ndim == 3
+    x = frames[None] if single else frames
+    x = x.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    x = x[..., top : top + height, left : left + width]
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return out[0] if single else out
+
+
+def select_frames(frames: torch.Tensor, num_frames: int, *, temporal_compression: int = 4) -> torch.Tensor:
+    """Take the first frames of a clip, as many as the VAE accepts (4k+1, METHOD.md "Backbone").
+
+    Args:
+        frames: ``(F, H, W, 3)``.
+        num_frames: wanted count; must be 4k+1.
+
+    Returns:
+        The first ``num_frames`` frames if the clip is long enough, else the longest 4k+1 prefix.
+
+    Raises:
+        MediaError: ``num_frames`` is not 4k+1, or the clip is shorter than 5 frames.
+    """
+    if num_frames < 1 or (num_frames - 1) % temporal_compression:
+        raise MediaError(f"num_frames={num_frames} is not {temporal_compression}k+1")
+    n = frames.shape[0]
+    if num_frames > 1 and n < temporal_compression + 1:
+        raise MediaError(
+            f"a motion clip needs at least {temporal_compression + 1} frames (4k+1, k >= 1), got {n}"
+        )
+    take = min(num_frames, ((n - 1) // temporal_compression) * temporal_compression + 1)
+    return frames[:take]
