@@ -1,0 +1,152 @@
+"""Results store: one JSON record per finished (method, case, prompt, seed).
+
+Layout under a runs folder (docs/ARCHITECTURE.md)::
+
+    <runs>/<method>/<case>/records/p003_s42.json
+
+Each record is written atomically (temp file in the same folder, ``fsync``, ``os.replace``), so a
+crash never leaves a half record, and several processes — or nodes on a shared filesystem — can
+write into one runs folder at once: they never write the same file name unless they do the same
+work, and then the last complete write wins. A record is the proof that its video is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "video_stem",
+    "record_path",
+    "video_path",
+    "atomic_write_text",
+    "write_json",
+    "read_json",
+    "write_record",
+    "iter_records",
+    "load_records",
+    "export_records",
+]
+
+#: Metric columns of a record, in Table 1's order (CSV column names fixed by the metrics issue).
+METRIC_COLUMNS = [
+    "clip_t",
+    "clip_i",
+    "dino_i",
+    "temporal_consistency",
+    "temporal_flickering",
+    "motion_smoothness",
+    "dynamic_degree",
+    "dynamic_degree_delta",
+]
+
+
+def video_stem(prompt_index: int, seed: int) -> str:
+    """``p003_s42``: the file stem shared by a video, its extras and its record."""
+    return f"p{prompt_index:03d}_s{seed}"
+
+
+def record_path(runs: Path, method: str, case: str, prompt_index: int, seed: int) -> Path:
+    return Path(runs) / method / case / "records" / f"{video_stem(prompt_index, seed)}.json"
+
+
+def video_path(runs: Path, method: str, case: str, prompt_index: int, seed: int) -> Path:
+    return Path(runs) / method / case / "videos" / f"{video_stem(prompt_index, seed)}.mp4"
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: store missing metrics as ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Atomic, strict JSON (NaN/inf written as ``null``)."""
+    return atomic_write_text(path, json.dumps(_clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_record(runs: Path, record: dict[str, Any]) -> Path:
+    """Write one record at its canonical place; ``record`` must have method, case, prompt_index, seed."""
+    path = record_path(runs, record["method"], record["case"], record["prompt_index"], record["seed"])
+    return write_json(path, record)
+
+
+def iter_records(runs: Path) -> Iterator[dict[str, Any]]:
+    """Every readable record under ``runs`` (unreadable files are reported, not silently dropped)."""
+    runs = Path(runs)
+    for path in sorted(runs.glob("*/*/records/*.json")):
+        try:
+            yield read_json(path)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: unreadable record ({exc})") from None
+
+
+def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
+    """All records under ``runs`` as a DataFrame (one row per video), metric columns always present.
+
+    Args:
+        runs: a runs folder (``--out`` of ``dualbench run``).
+        status: keep only ``"ok"`` or ``"failed"`` rows (default: all).
+    """
+    rows = list(iter_records(runs))
+    df = pd.DataFrame(rows)
+    for col in ["method", "case", "prompt", "seed", "status", *METRIC_COLUMNS]:
+        if col not in df.columns:
+            df[col] = pd.Series(dtype="float64" if col in METRIC_COLUMNS else "object")
+    for col in METRIC_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    if status is not None and len(df):
+        df = df[df["status"] == status]
+    return df.reset_index(drop=True)
+
+
+def export_records(df: pd.DataFrame, out: Path) -> Path:
+    """Write records as CSV, parquet or JSON, chosen by ``out``'s extension."""
+    out = Path(out)
+    ext = out.suffix.lower()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if ext == ".csv":
+        df.to_csv(out, index=False)
+    elif ext == ".parquet":
+        df.to_parquet(out, index=False)
+    elif ext == ".json":
+        df.to_json(out, orient="records", indent=1)
+    else:
+        raise ValueError(f"{out}: unknown format {ext!r}; use .csv, .parquet or .json")
+    return out

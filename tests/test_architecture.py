@@ -1,0 +1,64 @@
+"""Dependencies point one way: benchmark → baselines → dualreal; metrics never import methods."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _full_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_dualreal_imports_neither_baselines_nor_benchmark():
+    for path in (ROOT / "dualreal").rglob("*.py"):
+        bad = _imports(path) & {"baselines", "benchmark"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_baselines_do_not_import_benchmark():
+    for path in (ROOT / "baselines").rglob("*.py"):
+        assert "benchmark" not in _imports(path), f"{path.relative_to(ROOT)} imports benchmark"
+
+
+def test_metrics_never_import_methods():
+    for path in [*(ROOT / "benchmark" / "metrics").rglob("*.py"), ROOT / "benchmark" / "encoders.py", ROOT / "benchmark" / "scorer.py"]:
+        if not path.exists():
+            continue
+        full = _full_imports(path)
+        bad = {m for m in full if m.split(".")[0] in {"dualreal", "baselines"} or m in {"benchmark.registry", "benchmark.runner"}}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_no_pickle_loading_anywhere():
+    """Checkpoints are safetensors; torch.load only with weights_only=True (upstream .pth formats)."""
+    for pkg in ("dualreal", "baselines", "benchmark"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "load":
+                    owner = getattr(getattr(node.func, "value", None), "id", "")
+                    if owner == "torch":
+                        kw = {k.arg: k.value for k in node.keywords}
+                        assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, (
+                            f"{path.relative_to(ROOT)}:{node.lineno} torch.load without weights_only=True"
+                        )
+                    assert owner != "pickle", f"{path.relative_to(ROOT)}:{node.lineno} unpickles"
