@@ -195,6 +195,37 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def regression(
+    update: Annotated[bool, typer.Option("--update", help="Rewrite results/regression/smoke.json deliberately.")] = False,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default: dualreal,lora).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Keep the run here instead of a temp folder.")] = None,
+) -> None:
+    """Run the CI regression subset (smoke grid, random weights) and compare with stored metrics.
+
+    Exits 1 with a readable diff when a metric moved beyond its tolerance (see results/regression/).
+
+    Examples:
+
+      dualbench regression
+
+      dualbench regression --update
+    """
+    from benchmark.regression import regression as run_regression
+
+    names = [m.strip() for m in methods.split(",")] if methods else None
+    diffs = run_regression(update=update, methods=names, out=out, log=lambda m: console.print(m, highlight=False))
+    if update:
+        typer.echo("results/regression/smoke.json rewritten")
+        return
+    if diffs:
+        console.print(f"[bold red]regression: {len(diffs)} difference(s)[/bold red]")
+        for d in diffs:
+            console.print(f"  {d}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    typer.echo("regression: all metrics within tolerance")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -47,6 +47,23 @@ class MediaError(ValueError):
     """A file that cannot be used as an image or a video. The message names the file."""
 
 
+def _check_file(path: Path) -> None:
+    """Raise :class:`MediaError` unless ``path`` is a non-empty regular file (symlinks followed)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise MediaError(f"{path}: broken symlink (target missing)") from None
+        raise MediaError(f"{path}: file not found") from None
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ENAMETOOLONG, ...
+        what = "symlink loop" if path.is_symlink() else exc.strerror or exc.__class__.__name__
+        raise MediaError(f"{path}: cannot open ({what})") from None
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a file")
+    if st.st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image as RGB uint8.
 
@@ -61,11 +78,12 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         uint8 tensor ``(H, W, 3)``.
 
     Raises:
-        MediaError: missing, unreadable or not an image.
+        MediaError: missing, empty (0 bytes), a folder, a symlink loop, unreadable or not an image.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    _check_file(path)
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -87,7 +105,8 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise MediaError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     if arr.size == 0:
         raise MediaError(f"{path}: empty image")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    # np.asarray(PIL image) is read-only; torch wants a writable buffer.
+    return torch.from_numpy(np.array(arr, dtype=np.uint8, order="C", copy=True))
 
 
 def read_video(
@@ -96,7 +115,8 @@ def read_video(
     """Decode a video (or animated GIF) with PyAV into RGB uint8 frames.
 
     Frames whose size differs from the first frame (GIFs can do this) are rescaled to the first
-    frame's size, so the result is always one tensor.
+    frame's size, so the result is always one tensor. A rotation in the container's display matrix
+    (phone videos) is applied, as players and ``ffmpeg`` do, so frames come out upright.
 
     Args:
         path: video file (mp4/avi/gif/webm/mov/mkv, anything FFmpeg reads).
@@ -108,17 +128,13 @@ def read_video(
         (frames per second; 8.0 when the container does not say).
 
     Raises:
-        MediaError: missing, empty, unreadable, or fewer than ``min_frames`` frames.
+        MediaError: missing, empty (0 bytes), a folder, a symlink loop, unreadable, or fewer than
+            ``min_frames`` frames.
     """
     import av
 
     path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: file not found")
-    if path.is_dir():
-        raise MediaError(f"{path}: is a folder, not a video")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: empty file (0 bytes)")
+    _check_file(path)
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
@@ -129,12 +145,18 @@ def read_video(
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 8.0
             size = None
+            quarter_turns = 0
             for frame in container.decode(stream):
                 if size is None:
                     size = (frame.width, frame.height)
+                    # Display matrix (phone videos): FFmpeg's angle is counter-clockwise.
+                    quarter_turns = round(getattr(frame, "rotation", 0) / 90) % 4
                 if (frame.width, frame.height) != size:
                     frame = frame.reformat(width=size[0], height=size[1])
-                frames.append(frame.to_ndarray(format="rgb24"))
+                arr = frame.to_ndarray(format="rgb24")
+                if quarter_turns:
+                    arr = np.ascontiguousarray(np.rot90(arr, k=quarter_turns, axes=(0, 1)))
+                frames.append(arr)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except MediaError:

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,14 +83,43 @@ def shard_of(items: list, rank: int, world: int) -> list:
 
 
 def _rank_world() -> tuple[int, int]:
-    """This process's rank and the world size, from accelerate when launched by it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    from accelerate import PartialState
+    """This process's rank and the world size, as set by ``accelerate launch`` (or torchrun).
 
-    state = PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
-    return state.process_index, state.num_processes
+    Ranks share nothing but the runs folder, so no process group is needed: the environment
+    variables the launchers set are enough, also across nodes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"inconsistent launcher environment: RANK={rank} WORLD_SIZE={world}")
+    return rank, world
+
+
+def _device_for_rank(device: str) -> str:
+    """``cuda`` under a multi-process launch means this process's own GPU (``LOCAL_RANK``)."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def _log_event(out: Path, rank: int, **event: Any) -> None:
+    """Append one line to this process's event log (``<out>/_events/<host>-<pid>.jsonl``).
+
+    One file per process, so concurrent writers never interleave; used to audit that every video
+    was produced exactly once across ranks and restarts.
+    """
+    folder = out / "_events"
+    folder.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"rank": rank, "pid": os.getpid(), "time": round(time.time(), 3), **event})
+    with open(folder / f"{socket.gethostname()}-{os.getpid()}.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def _remove_partial_files(case_dir: Path) -> None:
+    """Temp files left by a killed process (``*.part``); only called under the case lock."""
+    for part in case_dir.rglob("*.part"):
+        with contextlib.suppress(OSError):
+            part.unlink()
 
 
 @contextlib.contextmanager
@@ -173,7 +203,8 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
         log(f"[rank {rank}] nothing to do: all {total} videos of {cfg.method} are recorded in {out}")
         return summary
 
-    backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=cfg.device)
+    device = _device_for_rank(cfg.device)
+    backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=device)
     settings = _settings(cfg, backbone)
     method_cfg = dict(cfg.method_options)
     if cfg.train_steps is not None:
@@ -190,7 +221,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             cfg.metrics,
             weights_dir=cfg.weights_dir,
             random_weights=random_metric,
-            device=cfg.device,
+            device=device,
             dd_pad_multiple=cfg.dd_pad_multiple,
         )
     hash_payload = {
@@ -216,6 +247,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             todo = todo_of(case)  # another process may have finished some while we waited
             if not todo:
                 continue
+            _remove_partial_files(case_dir)
             try:
                 status(f"{case.name}: decoding")
                 case_data = decode_case(
@@ -260,6 +292,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
                     summary.failed += 1
                     summary.errors.append(msg)
                 write_record(out, rec)
+                _log_event(out, rank, event=rec["status"], method=cfg.method, case=case.name, prompt_index=i, seed=seed)
                 if progress is not None:
                     progress.advance(task)
     return summary
