@@ -7,7 +7,7 @@ one-line message that names the file. Nothing here resizes unless asked to.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from fractions import Fraction
 from pathlib import Path
 
@@ -193,8 +193,9 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *
     if pad_h or pad_w:
         arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.part", dir=path.parent)
-    os.close(fd)
+    # A unique temp name created with mode 0666 & ~umask (mkstemp would make the video 0600).
+    tmp = str(path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.mp4.part")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with av.open(tmp, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))

@@ -1,0 +1,362 @@
+"""Plots of a runs folder (matplotlib, Agg canvas, no pyplot state): PNG and SVG of each figure.
+
+1. :func:`plot_controller_traces` — the identity weight of each block group against the denoising
+   step (the paper's Figure 7), averaged over the videos of a method.
+2. :func:`plot_metric_bars` — one panel per metric, one bar per method, 95 % bootstrap intervals
+   as error bars (from :func:`benchmark.tables.aggregate`).
+3. :func:`plot_dd_vs_ref` — per motion, the reference clips' dynamic degree next to each method's.
+
+Controller trace schema (read by :func:`read_controller_trace`): the method writes one JSON file
+beside each video, ``<runs>/<method>/<case>/videos/pNNN_sSEED.json``, holding (other keys are
+ignored)::
+
+    {"controller_trace": {
+        "timesteps": [t_0, t_1, ..., t_{S-1}],        # scheduler timesteps in denoising order
+                                                      # (t_0 the noisiest), numbers, S >= 1
+        "w_id": [[g_0, ..., g_{n-1}], ...],           # S rows (one per step) × n groups (group 0 =
+                                                      # the shallowest blocks): identity weight
+        "w_mo": [[g_0, ..., g_{n-1}], ...]            # optional, same shape: motion weight
+    }}
+
+Values are finite numbers. With classifier-free guidance they are the *conditional* branch's
+weights (the controller is per sample; the unconditional branch is not recorded here), averaged
+over the batch when a call generates several videos. Files without ``controller_trace`` (methods
+without a controller) are skipped; a malformed trace raises ``ValueError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import typer
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmark.store import load_records
+from benchmark.tables import METRIC_LABELS, RANDOM_MARK, RANDOM_NOTE, TABLE1_METRICS, aggregate
+
+__all__ = [
+    "ControllerTrace",
+    "read_controller_trace",
+    "load_controller_traces",
+    "plot_controller_traces",
+    "plot_metric_bars",
+    "plot_dd_vs_ref",
+    "make_plots",
+    "plots_command",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Controller traces
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ControllerTrace:
+    """Controller weights of one method, averaged over its videos.
+
+    Attributes:
+        method: registry name.
+        timesteps: ``(S,)`` scheduler timesteps of the first trace (denoising order).
+        w_id_mean, w_id_std: ``(S, n)`` identity weight per step and group, mean and std over videos.
+        w_mo_mean: ``(S, n)`` or ``None`` when no trace had ``w_mo``.
+        videos: traces averaged; ``skipped``: traces left out because their (S, n) differs from
+            the most common shape.
+    """
+
+    method: str
+    timesteps: np.ndarray
+    w_id_mean: np.ndarray
+    w_id_std: np.ndarray
+    w_mo_mean: np.ndarray | None
+    videos: int
+    skipped: int = 0
+
+
+def _matrix(path: Path, trace: dict, key: str, steps: int) -> np.ndarray:
+    rows = trace.get(key)
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and r for r in rows):
+        raise ValueError(f"{path}: controller_trace.{key} must be a non-empty list of per-step lists of group weights")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise ValueError(f"{path}: controller_trace.{key} rows have different group counts {sorted(widths)}")
+    if len(rows) != steps:
+        raise ValueError(f"{path}: controller_trace.{key} has {len(rows)} rows but there are {steps} timesteps")
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: controller_trace.{key} holds non-numbers") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: controller_trace.{key} holds NaN or infinite values")
+    return arr
+
+
+def read_controller_trace(path: Path) -> dict[str, np.ndarray] | None:
+    """One trace file → ``{"timesteps": (S,), "w_id": (S, n)[, "w_mo": (S, n)]}``; ``None`` without a trace.
+
+    Raises:
+        ValueError: the file is not JSON or the trace breaks the schema (module docstring).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or "controller_trace" not in data:
+        return None
+    trace = data["controller_trace"]
+    if not isinstance(trace, dict):
+        raise ValueError(f"{path}: controller_trace must be an object with timesteps and w_id")
+    ts = trace.get("timesteps")
+    if not isinstance(ts, list) or not ts:
+        raise ValueError(f"{path}: controller_trace.timesteps must be a non-empty list")
+    try:
+        timesteps = np.asarray(ts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: controller_trace.timesteps holds non-numbers") from None
+    out = {"timesteps": timesteps, "w_id": _matrix(path, trace, "w_id", len(ts))}
+    if trace.get("w_mo") is not None:
+        out["w_mo"] = _matrix(path, trace, "w_mo", len(ts))
+        if out["w_mo"].shape != out["w_id"].shape:
+            raise ValueError(f"{path}: controller_trace.w_mo has shape {out['w_mo'].shape}, w_id {out['w_id'].shape}")
+    return out
+
+
+def load_controller_traces(runs: Path) -> dict[str, ControllerTrace]:
+    """Every method's traces under ``runs``, averaged over videos (see :class:`ControllerTrace`)."""
+    found: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in sorted(Path(runs).glob("*/*/videos/*.json")):
+        trace = read_controller_trace(path)
+        if trace is not None:
+            found.setdefault(path.parents[2].name, []).append(trace)
+    result = {}
+    for method, traces in found.items():
+        shapes = pd.Series([t["w_id"].shape for t in traces]).value_counts()
+        shape = shapes.index[0]
+        keep = [t for t in traces if t["w_id"].shape == shape]
+        skipped = len(traces) - len(keep)
+        if skipped:
+            warnings.warn(f"{method}: {skipped} controller trace(s) with a shape other than {shape} left out", stacklevel=2)
+        w_id = np.stack([t["w_id"] for t in keep])
+        mos = [t["w_mo"] for t in keep if "w_mo" in t]
+        result[method] = ControllerTrace(
+            method=method, timesteps=keep[0]["timesteps"], w_id_mean=w_id.mean(0), w_id_std=w_id.std(0),
+            w_mo_mean=np.stack(mos).mean(0) if mos else None, videos=len(keep), skipped=skipped)
+    return dict(sorted(result.items()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving
+# ------------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.svg`` (SVG without a date, fixed ids: reproducible files)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+    fig.savefig(png, format="png", metadata={"Software": None})
+    with matplotlib.rc_context({"svg.hashsalt": "dualbench", "svg.fonttype": "none"}):
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    return [png, svg]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def plot_controller_traces(runs: Path, out_dir: Path) -> list[Path]:
+    """``controller_<method>.png/.svg`` per method with traces: w_id per group vs denoising step.
+
+    Returns the written files (empty when no method saved a trace).
+    """
+    files: list[Path] = []
+    for method, tr in load_controller_traces(runs).items():
+        steps, groups = tr.w_id_mean.shape
+        x = np.arange(1, steps + 1)
+        fig = _figure(7.0, 4.2)
+        ax = fig.add_subplot()
+        cmap = matplotlib.colormaps["viridis"]
+        colours = [cmap(i / max(groups - 1, 1)) for i in range(groups)]
+        for g in range(groups):
+            ax.plot(x, tr.w_id_mean[:, g], color=colours[g], lw=1.6, label=f"group {g + 1}")
+            if tr.videos > 1 and groups <= 8:
+                ax.fill_between(x, tr.w_id_mean[:, g] - tr.w_id_std[:, g], tr.w_id_mean[:, g] + tr.w_id_std[:, g],
+                                color=colours[g], alpha=0.12, lw=0)
+        t0, t1 = tr.timesteps[0], tr.timesteps[-1]
+        ax.set_xlabel(f"denoising step (1 = noisiest; t = {t0:g} → {t1:g})")
+        ax.set_ylabel("identity weight w_id")
+        ax.set_title(f"{method}: StageBlender identity weight per block group "
+                     f"(mean over {tr.videos} video{'s' if tr.videos != 1 else ''})", fontsize=10)
+        ax.grid(alpha=0.3)
+        if groups <= 8:
+            ax.legend(title="block group (1 = shallowest)", fontsize=8, title_fontsize=8, loc="best")
+        else:
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import Normalize
+
+            sm = ScalarMappable(norm=Normalize(1, groups), cmap=cmap)
+            fig.colorbar(sm, ax=ax, label="block group (1 = shallowest)")
+        files += _save(fig, out_dir, f"controller_{_safe(method)}")
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Metric bars
+# ------------------------------------------------------------------------------------------------
+
+
+def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics") -> list[Path]:
+    """One panel per Table-1 metric (plus DD Δ), a bar per method, 95 % CI error bars.
+
+    Args:
+        agg: :func:`benchmark.tables.aggregate` output.
+        out_dir: folder for ``<stem>.png`` / ``<stem>.svg``.
+    """
+    metrics = [*TABLE1_METRICS, "dynamic_degree_delta"]
+    agg = agg[agg["videos"] > 0].reset_index(drop=True) if "videos" in agg else agg
+    if agg.empty:
+        return []
+    names = [f"{m}{' ' + RANDOM_MARK if r else ''}" for m, r in zip(agg["method"], agg.get("random_weights", [False] * len(agg)))]
+    cols = 4
+    rows = math.ceil(len(metrics) / cols)
+    fig = _figure(max(10.0, 1.1 * cols * max(3, len(agg))), 3.2 * rows + 0.4)
+    x = np.arange(len(agg))
+    colours = [matplotlib.colormaps["tab10"](i % 10) for i in range(len(agg))]
+    for k, m in enumerate(metrics):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        mean = agg[m].to_numpy(dtype=float)
+        if not np.isfinite(mean).any():
+            ax.set_title(METRIC_LABELS[m] if m != "dynamic_degree_delta" else "DD Δ vs reference", fontsize=10)
+            ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        low = agg.get(f"{m}_ci_low", pd.Series(np.nan, index=agg.index)).to_numpy(dtype=float)
+        high = agg.get(f"{m}_ci_high", pd.Series(np.nan, index=agg.index)).to_numpy(dtype=float)
+        err = np.vstack([np.where(np.isfinite(low), mean - low, 0.0), np.where(np.isfinite(high), high - mean, 0.0)])
+        err = np.clip(np.nan_to_num(err), 0, None)
+        bars = ax.bar(x, np.nan_to_num(mean), yerr=err, capsize=3, color=colours, edgecolor="black", lw=0.5)
+        for bar, rnd, val in zip(bars, agg.get("random_weights", [False] * len(agg)), mean):
+            if rnd:
+                bar.set_hatch("//")
+            if not math.isfinite(val):
+                bar.set_alpha(0.0)
+        label = METRIC_LABELS[m]
+        if m == "dynamic_degree_delta":
+            label = "DD Δ vs reference (→ 0)"
+            ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        finite = mean[np.isfinite(mean)]
+        if m not in ("dynamic_degree", "dynamic_degree_delta") and len(finite):
+            lo = np.nanmin(np.where(np.isfinite(low), low, mean))
+            hi = np.nanmax(np.where(np.isfinite(high), high, mean))
+            pad = max(hi - lo, 1e-3) * 0.5
+            ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) if hi <= 1 else hi + pad)
+        ax.grid(axis="y", alpha=0.3)
+    note = "error bars: 95 % bootstrap interval over cases"
+    if "random_weights" in agg and agg["random_weights"].any():
+        note += f"; hatched {RANDOM_NOTE}"
+    fig.suptitle(note, fontsize=9)
+    return _save(fig, out_dir, stem)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Dynamic degree vs the motion reference
+# ------------------------------------------------------------------------------------------------
+
+
+def dd_by_motion(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows = motions, columns = ``reference`` + methods: mean DD (per case, then over the motion's cases)."""
+    if records.empty or "motion" not in records or "dynamic_degree" not in records:
+        return pd.DataFrame()
+    ok = records[records["status"].eq("ok")] if "status" in records else records
+    ok = ok.assign(dynamic_degree=pd.to_numeric(ok["dynamic_degree"], errors="coerce"),
+                   dynamic_degree_ref=pd.to_numeric(ok.get("dynamic_degree_ref", np.nan), errors="coerce"))
+    if ok["dynamic_degree"].isna().all():
+        return pd.DataFrame()
+    per_case = ok.groupby(["method", "motion", "case"])["dynamic_degree"].mean().reset_index()
+    table = per_case.groupby(["motion", "method"])["dynamic_degree"].mean().unstack("method")
+    ref = ok.groupby("motion")["dynamic_degree_ref"].mean()
+    table.insert(0, "reference", ref.reindex(table.index))
+    return table.sort_index()
+
+
+def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, stem: str = "dd_vs_ref") -> list[Path]:
+    """Grouped bars per motion: the reference clips' DD (grey, hatched) and each method's mean DD."""
+    table = dd_by_motion(records)
+    if table.empty:
+        return []
+    motions, series = list(table.index), list(table.columns)
+    width = 0.8 / len(series)
+    fig = _figure(max(7.0, 0.35 * len(motions) * len(series) + 2), 4.2)
+    ax = fig.add_subplot()
+    x = np.arange(len(motions))
+    for i, name in enumerate(series):
+        vals = table[name].to_numpy(dtype=float)
+        kw = dict(color="0.75", hatch="..", edgecolor="0.3") if name == "reference" else \
+            dict(color=matplotlib.colormaps["tab10"]((i - 1) % 10), edgecolor="black")
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(vals), width, label=name, lw=0.5, **kw)
+    ax.set_xticks(x, motions, rotation=30 if len(motions) > 3 else 0, ha="right" if len(motions) > 3 else "center")
+    ax.set_ylabel("dynamic degree (px, top-5 % flow)")
+    ax.set_title("Dynamic degree per motion: reference clips vs generated videos", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out_dir, stem)
+
+
+# ------------------------------------------------------------------------------------------------
+# All plots
+# ------------------------------------------------------------------------------------------------
+
+
+def make_plots(runs: Path, out_dir: Path, *, records: pd.DataFrame | None = None,
+               agg: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, list[Path]]:
+    """All plots of a runs folder into ``out_dir``: ``{"metrics": [...], "dd_vs_ref": [...], "controller": [...]}``."""
+    if records is None:
+        records = load_records(runs)
+    if agg is None:
+        agg = aggregate(records, n_boot=n_boot, seed=seed) if not records.empty else pd.DataFrame()
+    return {
+        "metrics": plot_metric_bars(agg, out_dir) if not agg.empty else [],
+        "dd_vs_ref": plot_dd_vs_ref(records, out_dir),
+        "controller": plot_controller_traces(runs, out_dir),
+    }
+
+
+def plots_command(
+    runs: Annotated[Path, typer.Option("--runs", help="Runs folder written by `dualbench run --out`. "
+                                       "Example: --runs runs/smoke")] = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and SVG files. "
+                                      "Example: --out plots/")] = Path("plots"),
+) -> None:
+    """Draw the metric bars, DD per motion and the controller weights (Fig. 7) as PNG and SVG.
+
+    Examples:
+
+        dualbench plots --runs runs --out plots
+    """
+    runs = Path(runs)
+    if not runs.is_dir() or load_records(runs).empty:
+        typer.echo(f"error: no records under {runs}; run `dualbench run --out {runs} ...` first", err=True)
+        raise typer.Exit(code=1)
+    made = make_plots(runs, out)
+    for kind, files in made.items():
+        for f in files:
+            typer.echo(f"{kind}: {f}")

@@ -1,0 +1,692 @@
+"""Tables 1–3 of the DualReal paper from a runs folder: aggregation, confidence intervals, rendering.
+
+Aggregation (:func:`aggregate`, METRICS.md "Details"): per method, only records with
+``status == "ok"`` count; each metric is averaged over the videos of a case, then over cases with
+equal weight (a case with more videos does not weigh more). A case without a value for a metric
+(NaN) is left out of that metric's mean only.
+
+Confidence intervals: 95 % percentile bootstrap over cases. For each method
+``rng = numpy.random.default_rng(seed)``; ``idx = rng.integers(0, n_cases, (n_boot, n_cases))``
+resamples the method's cases (sorted by name) with replacement — the same resample for every
+metric; each resample's value is the NaN-ignoring mean of its case means; the interval is
+``numpy.nanpercentile(..., [2.5, 97.5])`` (linear interpolation). Every method starts from the same
+seed, so a row's interval does not change when other methods are added. With fewer than two cases
+there is no interval (NaN).
+
+Marking (:func:`rank_marks`): per column, best in bold and second best underlined, as the paper
+does. All metrics are higher-is-better except Dynamic Degree, where the smallest ``|Δ|`` (Δ = DD −
+DD_ref) is best. Ranks are taken on the *displayed* (rounded) values, so cells that read the same
+get the same mark: every row tied for the best value is bold, and the second mark goes to every row
+holding the next distinct value (dense ranking: two tied winners do not use up "second"). NaN cells
+are never marked. With ``--paper`` the paper's rows form a separate group, marked among themselves.
+
+Formats: ``rich`` (terminal), ``markdown`` (``**best**``, ``<u>second</u>``), ``latex`` (booktabs;
+``\\textbf{}``, ``\\underline{}``), ``csv`` (the aggregate, one row per method), and ``html`` (used by
+``dualbench report``). Cells read ``value ±h`` where ``h`` is half the width of the 95 % interval;
+the Dynamic Degree cell reads ``DD (Δ ±h)`` with the interval of Δ. Rows computed with any random
+weights carry a † and a footnote.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import typer
+
+from benchmark.store import METRIC_COLUMNS, load_records
+
+__all__ = [
+    "TableFormat",
+    "METRIC_LABELS",
+    "TIMING_COLUMNS",
+    "CI_COLUMNS",
+    "AGGREGATE_COLUMNS",
+    "ABLATION_METHODS",
+    "aggregate",
+    "bootstrap_ci",
+    "rank_marks",
+    "load_paper_table",
+    "table_rows",
+    "build_table",
+    "render",
+    "render_table",
+    "table_command",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+
+#: Display name, decimals and direction of each metric column.
+METRIC_LABELS: dict[str, str] = {
+    "clip_t": "CLIP-T",
+    "clip_i": "CLIP-I",
+    "dino_i": "DINO-I",
+    "temporal_consistency": "T.Cons",
+    "temporal_flickering": "T.Flickering",
+    "motion_smoothness": "Motion Smoothness",
+    "dynamic_degree": "Dynamic Degree",
+    "dynamic_degree_delta": "DD Δ",
+}
+DECIMALS: dict[str, int] = {m: 3 for m in METRIC_COLUMNS} | {"dynamic_degree": 2, "dynamic_degree_delta": 2}
+TIMING_COLUMNS = ["fit_seconds", "generate_seconds", "score_seconds"]
+CI_COLUMNS = [f"{m}_ci_{side}" for m in METRIC_COLUMNS for side in ("low", "high")]
+#: Column order of :func:`aggregate` (and of ``--format csv``).
+AGGREGATE_COLUMNS = [
+    "method", "videos", "cases", *METRIC_COLUMNS, *CI_COLUMNS,
+    "dynamic_degree_ref", *TIMING_COLUMNS, "random_weights", "failed",
+]
+
+#: Table 1's columns in the paper's order (note: T.Flickering before T.Cons).
+TABLE1_METRICS = ["clip_t", "clip_i", "dino_i", "temporal_flickering", "temporal_consistency",
+                  "motion_smoothness", "dynamic_degree"]
+ABLATION_TABLE_METRICS = ["clip_t", "clip_i", "dino_i", "dynamic_degree"]
+
+#: Table 1 row order of the paper (then other methods alphabetically, then ``dualreal``).
+PAPER_ORDER = ["motionbooth", "lora", "cogvideox", "dreamvideo"]
+TABLE2_SETTINGS = {
+    "dualreal-no-joint": "w/o Dual-aware Adaptation",
+    "dualreal-no-controller": "w/o StageBlender Controller",
+    "dualreal-no-mask": "w/o gradient mask (not in the paper)",
+    "dualreal": "DualReal (full)",
+}
+_GROUPS_RE = re.compile(r"^dualreal-groups-(\d+)$")
+#: Ablation-only method names (``dualreal-groups-<n>`` for any n also counts); they are left out of Table 1.
+ABLATION_METHODS = ["dualreal-no-joint", "dualreal-no-controller", "dualreal-no-mask",
+                    "dualreal-groups-1", "dualreal-groups-2", "dualreal-groups-7", "dualreal-groups-42"]
+
+RANDOM_MARK = "†"
+RANDOM_NOTE = "† computed with random weights — not comparable to the paper"
+PAPER_SOURCE = "Wang et al., DualReal, ICCV 2025 (arXiv 2505.02192)"
+
+
+class TableFormat(str, Enum):
+    rich = "rich"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+    html = "html"
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Aggregation
+# ------------------------------------------------------------------------------------------------
+
+
+def _truthy(series: pd.Series) -> pd.Series:
+    """True/1/"true" → True; False, None, NaN, anything else → False."""
+
+    def one(v: Any) -> bool:
+        if isinstance(v, str):
+            return v.strip().lower() in {"true", "1", "yes"}
+        try:
+            if pd.isna(v):
+                return False
+        except (TypeError, ValueError):
+            return False
+        return bool(v)
+
+    return series.map(one).astype(bool)
+
+
+def bootstrap_ci(case_values: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over cases.
+
+    Args:
+        case_values: ``(n_cases, n_metrics)`` float array of per-case means (NaN = no value).
+        n_boot: number of resamples.
+        seed: seed of ``numpy.random.default_rng``.
+        level: coverage of the interval.
+
+    Returns:
+        ``(low, high)``, each ``(n_metrics,)``; all NaN when there are fewer than two cases.
+    """
+    values = np.asarray(case_values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"case_values: expected (n_cases, n_metrics), got shape {values.shape}")
+    n_cases, n_metrics = values.shape
+    if n_cases < 2 or n_boot < 1:
+        nan = np.full(n_metrics, np.nan)
+        return nan, nan.copy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_cases, size=(n_boot, n_cases))
+    alpha = (1.0 - level) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resamples / columns
+        boot = np.nanmean(values[idx], axis=1)  # (n_boot, n_metrics)
+        low, high = np.nanpercentile(boot, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    return low, high
+
+
+def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per method: per-case means averaged over cases, bootstrap CIs, counts, timings.
+
+    Args:
+        df: records, one row per video (:func:`benchmark.store.load_records`). Needs ``method`` and
+            ``case``; every other column is optional (a missing metric gives NaN).
+        n_boot: bootstrap resamples (0 → no intervals).
+        seed: bootstrap seed (the same for every method).
+
+    Returns:
+        A DataFrame with columns :data:`AGGREGATE_COLUMNS`: ``method``, ``videos`` and ``cases``
+        (counted over ``status == "ok"`` records), the metric means, ``<metric>_ci_low`` /
+        ``<metric>_ci_high``, ``dynamic_degree_ref`` (aggregated like a metric), mean timings
+        over ok videos, ``random_weights`` (any record of the method had random weights) and
+        ``failed`` (records with another status). Methods are sorted by name.
+    """
+    for col in ("method", "case"):
+        if col not in df.columns:
+            raise ValueError(f"records need a {col!r} column; got {sorted(map(str, df.columns))}")
+    df = df.copy()
+    value_cols = [*METRIC_COLUMNS, "dynamic_degree_ref", *TIMING_COLUMNS]
+    for col in value_cols:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+    flags = [c for c in ("random_weights", "backbone_random_weights", "metric_random_weights") if c in df.columns]
+    df["_random"] = np.zeros(len(df), dtype=bool)
+    for col in flags:
+        df["_random"] |= _truthy(df[col]).to_numpy()
+    ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+
+    rows = []
+    for method in sorted(df["method"].dropna().unique(), key=str):
+        mine = df[df["method"] == method]
+        good = mine[ok.loc[mine.index]]
+        row: dict[str, Any] = {
+            "method": method,
+            "videos": int(len(good)),
+            "cases": int(good["case"].nunique()),
+            "random_weights": bool(mine["_random"].any()),
+            "failed": int(len(mine) - len(good)),
+        }
+        per_case = good.groupby("case", sort=True)[[*METRIC_COLUMNS, "dynamic_degree_ref"]].mean()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = per_case.mean(axis=0, skipna=True) if len(per_case) else pd.Series(dtype=float)
+        low, high = bootstrap_ci(per_case[METRIC_COLUMNS].to_numpy(dtype=np.float64).reshape(-1, len(METRIC_COLUMNS)),
+                                 n_boot=n_boot, seed=seed)
+        for i, m in enumerate(METRIC_COLUMNS):
+            row[m] = float(means.get(m, np.nan))
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(low[i]), float(high[i])
+        row["dynamic_degree_ref"] = float(means.get("dynamic_degree_ref", np.nan))
+        for t in TIMING_COLUMNS:
+            row[t] = float(good[t].mean()) if good[t].notna().any() else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+    return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "random_weights": "bool"})
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Best / second-best marks
+# ------------------------------------------------------------------------------------------------
+
+
+def rank_marks(values: Sequence[float], *, higher_is_better: bool = True, decimals: int | None = None,
+               by_abs: bool = False) -> list[str | None]:
+    """``"best"`` / ``"second"`` / ``None`` per value (dense ranking on displayed values).
+
+    Args:
+        values: one value per row (NaN/None: never marked).
+        higher_is_better: direction of the column.
+        decimals: round to the displayed precision before comparing (ties as the reader sees them).
+        by_abs: rank ``|value|`` (Dynamic Degree's Δ: smallest ``|Δ|`` is best, with
+            ``higher_is_better=False``).
+    """
+    keys: list[float | None] = []
+    for v in values:
+        if v is None or not math.isfinite(float(v)):
+            keys.append(None)
+            continue
+        k = float(v)
+        if decimals is not None:
+            k = round(k, decimals)
+        if by_abs:
+            k = abs(k)
+        keys.append(k if higher_is_better else -k)
+    distinct = sorted({k for k in keys if k is not None}, reverse=True)
+    marks: dict[float, str] = {}
+    if distinct:
+        marks[distinct[0]] = "best"
+    if len(distinct) > 1:
+        marks[distinct[1]] = "second"
+    return [None if k is None else marks.get(k) for k in keys]
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. The paper's rows
+# ------------------------------------------------------------------------------------------------
+
+
+def load_paper_table(table: int) -> pd.DataFrame:
+    """The paper's Table 1, 2 or 3 from ``results/paper_table<N>.csv`` (see ``results/README.md``)."""
+    if table not in (1, 2, 3):
+        raise ValueError(f"table must be 1, 2 or 3, got {table}")
+    path = RESULTS_DIR / f"paper_table{table}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the paper's Table {table} is missing (it ships in the repository's results/)")
+    return pd.read_csv(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Which methods go into which table
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_ablation(method: str) -> bool:
+    return method in ABLATION_METHODS or bool(_GROUPS_RE.match(method))
+
+
+def table_rows(methods: Iterable[str], table: int) -> list[tuple[str, str]]:
+    """``(method, setting label)`` of the rows of ``table``, in display order.
+
+    Table 1: every method except the ablation variants, paper order first (MotionBooth, LoRA,
+    CogVideoX, DreamVideo), then others alphabetically, then ``dualreal``. Table 2: no-joint,
+    no-controller, no-mask, full. Table 3: ``dualreal-groups-<n>`` by n, then ``dualreal`` (full,
+    n = 7 by default).
+    """
+    methods = sorted(set(methods))
+    if table == 1:
+        rest = [m for m in methods if not _is_ablation(m)]
+        order = [m for m in PAPER_ORDER if m in rest]
+        order += [m for m in rest if m not in PAPER_ORDER and m != "dualreal"]
+        order += ["dualreal"] if "dualreal" in rest else []
+        return [(m, m) for m in order]
+    if table == 2:
+        return [(m, label) for m, label in TABLE2_SETTINGS.items() if m in methods]
+    if table == 3:
+        groups = sorted((int(g.group(1)), m) for m in methods if (g := _GROUPS_RE.match(m)))
+        rows = [(m, "w/o weight groups (n = 1)" if n == 1 else f"n = {n}") for n, m in groups]
+        if "dualreal" in methods:
+            rows.append(("dualreal", "full (n = 7)"))
+        return rows
+    raise ValueError(f"table must be 1, 2 or 3, got {table}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. The table as data: rows of cells with marks, independent of the output format
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    value: float
+    decimals: int
+    delta: float | None = None  # Dynamic Degree: Δ vs the motion reference
+    ci_half: float | None = None  # half width of the 95 % interval (of Δ for Dynamic Degree)
+    mark: str | None = None  # "best" | "second" | None
+
+    @property
+    def missing(self) -> bool:
+        return not math.isfinite(self.value)
+
+    def text(self, *, minus: str = "-", pm: str = "±") -> str:
+        if self.missing:
+            return "–"
+        s = f"{self.value:.{self.decimals}f}"
+        ci = f" {pm}{self.ci_half:.{self.decimals}f}" if self.ci_half is not None and math.isfinite(self.ci_half) else ""
+        if self.delta is not None and math.isfinite(self.delta):
+            d = f"{self.delta:+.2f}".replace("-", minus)
+            s += f" ({d}{ci})"
+        else:
+            s += ci
+        return s
+
+
+@dataclass
+class Row:
+    labels: list[str]
+    cells: list[Cell]
+    cases: int | None = None
+    videos: int | None = None
+    random_weights: bool = False
+
+
+@dataclass
+class Group:
+    name: str  # "ours" | "paper"
+    rows: list[Row]
+
+
+@dataclass
+class TableSpec:
+    title: str
+    label_headers: list[str]
+    metric_headers: list[str]
+    groups: list[Group]
+    notes: list[str] = field(default_factory=list)
+
+
+def _half(low: float, high: float) -> float | None:
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return (high - low) / 2.0
+
+
+def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]], *, with_ci: bool,
+               random_col: bool) -> list[Row]:
+    rows: list[Row] = []
+    for (_, r), lab in zip(frame.iterrows(), labels):
+        cells = []
+        for m in metrics:
+            value = float(r.get(m, np.nan)) if pd.notna(r.get(m, np.nan)) else np.nan
+            ci_src = "dynamic_degree_delta" if m == "dynamic_degree" else m
+            ci = _half(r.get(f"{ci_src}_ci_low", np.nan), r.get(f"{ci_src}_ci_high", np.nan)) if with_ci else None
+            delta = None
+            if m == "dynamic_degree":
+                d = r.get("dynamic_degree_delta", np.nan)
+                delta = float(d) if pd.notna(d) else np.nan
+            cells.append(Cell(value=value, decimals=DECIMALS[m], delta=delta, ci_half=ci))
+        rnd = bool(r.get("random_weights", False)) if random_col else False
+        cases = r.get("cases")
+        videos = r.get("videos")
+        rows.append(Row(labels=lab, cells=cells, random_weights=rnd,
+                        cases=int(cases) if pd.notna(cases) else None,
+                        videos=int(videos) if pd.notna(videos) else None))
+    # marks, per column, within this group
+    for j, m in enumerate(metrics):
+        if m == "dynamic_degree":
+            vals = [np.nan if (c := row.cells[j]).missing or c.delta is None else c.delta for row in rows]
+            marks = rank_marks(vals, higher_is_better=False, decimals=2, by_abs=True)
+        else:
+            marks = rank_marks([row.cells[j].value for row in rows], decimals=DECIMALS[m])
+        for row, mark in zip(rows, marks):
+            row.cells[j].mark = mark
+    return rows
+
+
+def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boot: int = 1000,
+                seed: int = 0) -> TableSpec:
+    """Table ``table`` from :func:`aggregate`'s output (only that table's methods), plus the paper's rows."""
+    metrics = TABLE1_METRICS if table == 1 else ABLATION_TABLE_METRICS
+    headers = [METRIC_LABELS[m] + (" (Δ)" if m == "dynamic_degree" else "") for m in metrics]
+    chosen = table_rows(agg["method"], table)
+    by_method = agg.set_index("method")
+    ours = by_method.loc[[m for m, _ in chosen]].reset_index() if chosen else agg.iloc[0:0]
+    if table == 1:
+        label_headers = ["method"]
+        labels = [[m] for m, _ in chosen]
+    else:
+        label_headers = ["setting", "method"]
+        labels = [[s, m] for m, s in chosen]
+    groups = [Group("ours", _make_rows(ours, metrics, labels, with_ci=True, random_col=True))]
+    title = {1: "Table 1: comparison with baselines",
+             2: "Table 2: ablation of DualReal's components",
+             3: "Table 3: number of weight groups n of the StageBlender Controller"}[table]
+    dd_ref = agg.loc[agg["method"].isin([m for m, _ in chosen]), "dynamic_degree_ref"].dropna()
+    notes = [
+        "Mean over the videos of each case, then over cases (equal weight). ± is half the width of the "
+        f"95 % bootstrap interval over cases ({n_boot} resamples, seed {seed}); for Dynamic Degree it is "
+        "the interval of Δ. Δ = DD − DD_ref, DD_ref = the case's motion reference clips"
+        + (f" (mean {dd_ref.mean():.2f} here)." if len(dd_ref) else "."),
+        "Bold: best, underlined: second best per column (higher is better; Dynamic Degree: smallest |Δ|), "
+        "ranked on the displayed values: ties all get the mark, and the next distinct value is second.",
+    ]
+    if paper:
+        p = load_paper_table(table)
+        if table == 1:
+            plabels = [[f"{lab} (paper)"] for lab in p["label"]]
+        else:
+            plabels = [[lab, "paper"] for lab in p["label"]]
+        groups.append(Group("paper", _make_rows(p, metrics, plabels, with_ci=False, random_col=False)))
+        subset = "50 cases, CogVideoX-5B" if table == 1 else "10-case subset, DD_ref 9.04"
+        notes.append(f"paper: {PAPER_SOURCE}, Table {table} ({subset}); marked among the paper's rows.")
+    if any(r.random_weights for g in groups for r in g.rows):
+        notes.append(RANDOM_NOTE)
+    return TableSpec(title=title, label_headers=label_headers, metric_headers=headers, groups=groups, notes=notes)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Renderers
+# ------------------------------------------------------------------------------------------------
+
+
+def _labels(row: Row) -> list[str]:
+    labels = list(row.labels)
+    if row.random_weights:
+        labels[-1] = f"{labels[-1]} {RANDOM_MARK}"
+    return labels
+
+
+def _count(v: int | None) -> str:
+    return "" if v is None else str(v)
+
+
+def _md(s: str) -> str:
+    """Escape a markdown table cell (a bare ``|`` would end the cell)."""
+    return s.replace("|", "\\|")
+
+
+def render_markdown(spec: TableSpec) -> str:
+    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
+    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, arrow)), "cases", "videos"]
+    head = [_md(h) for h in head]
+    lines = [f"**{spec.title}**", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":--"] * len(spec.label_headers) + ["--:"] * (len(head) - len(spec.label_headers))) + "|"]
+    for g in spec.groups:
+        for row in g.rows:
+            cells = []
+            for c in row.cells:
+                t = _md(c.text())
+                cells.append(f"**{t}**" if c.mark == "best" else f"<u>{t}</u>" if c.mark == "second" else t)
+            labels = [_md(lab) for lab in _labels(row)]
+            lines.append("| " + " | ".join([*labels, *cells, _count(row.cases), _count(row.videos)]) + " |")
+    lines += ["", "  \n".join(spec.notes)]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(s: str) -> str:
+    s = "".join(_LATEX_ESC.get(ch, ch) for ch in s)
+    return (s.replace("†", r"$^\dagger$").replace("Δ", r"$\Delta$").replace("−", "$-$")
+            .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--"))
+
+
+def render_latex(spec: TableSpec) -> str:
+    n_lab, n_met = len(spec.label_headers), len(spec.metric_headers)
+    ncol = n_lab + n_met + 2
+    arrow = [r"$\uparrow$"] * (n_met - 1) + [r"$|\Delta|\downarrow$"]
+    head = [_tex(h.capitalize()) for h in spec.label_headers]
+    head += [f"{_tex(h)} {a}" for h, a in zip(spec.metric_headers, arrow)] + ["Cases", "Videos"]
+    lines = [f"% {spec.title} (dualbench table; requires \\usepackage{{booktabs}})",
+             r"\begin{tabular}{" + "l" * n_lab + "c" * n_met + "rr}", r"\toprule", " & ".join(head) + r" \\",
+             r"\midrule"]
+    for gi, g in enumerate(spec.groups):
+        if gi:
+            lines.append(r"\midrule")
+        for row in g.rows:
+            cells = []
+            for c in row.cells:
+                t = _tex(c.text(minus="−", pm="±")).replace("±", r"$\pm$")
+                cells.append(rf"\textbf{{{t}}}" if c.mark == "best" else rf"\underline{{{t}}}" if c.mark == "second" else t)
+            lines.append(" & ".join([*map(_tex, _labels(row)), *cells, _count(row.cases), _count(row.videos)]) + r" \\")
+    lines.append(r"\bottomrule")
+    if any(r.random_weights for g in spec.groups for r in g.rows):
+        lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {_tex(RANDOM_NOTE)}}} \\")
+    lines.append(r"\end{tabular}")
+    lines += [f"% {n}" for n in spec.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(spec: TableSpec) -> str:
+    """An HTML ``<table class="results">`` (``<b>`` best, ``<u>`` second) with the notes below it."""
+    e = html.escape
+    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
+    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, arrow)), "cases", "videos"]
+    out = [f'<table class="results"><caption>{e(spec.title)}</caption>',
+           "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead>"]
+    for g in spec.groups:
+        out.append(f'<tbody class="{e(g.name)}">')
+        for row in g.rows:
+            tds = [f'<th scope="row">{e(lab)}</th>' for lab in _labels(row)]
+            for c in row.cells:
+                t = e(c.text())
+                t = f"<b>{t}</b>" if c.mark == "best" else f"<u>{t}</u>" if c.mark == "second" else t
+                tds.append(f"<td>{t}</td>")
+            tds += [f"<td>{_count(row.cases)}</td>", f"<td>{_count(row.videos)}</td>"]
+            cls = ' class="random"' if row.random_weights else ""
+            out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+        out.append("</tbody>")
+    out.append("</table>")
+    out += [f'<p class="note">{e(n)}</p>' for n in spec.notes]
+    return "\n".join(out) + "\n"
+
+
+def render_rich(spec: TableSpec):
+    """A :class:`rich.table.Table` (bold best, underlined second) with the notes as caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
+    t = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left")
+    for h in spec.label_headers:
+        t.add_column(h, no_wrap=True)
+    for h, a in zip(spec.metric_headers, arrow):
+        t.add_column(f"{h} {a}", justify="right")
+    t.add_column("cases", justify="right")
+    t.add_column("videos", justify="right")
+    for gi, g in enumerate(spec.groups):
+        for ri, row in enumerate(g.rows):
+            cells = [Text(c.text(), style="bold" if c.mark == "best" else "underline" if c.mark == "second" else "")
+                     for c in row.cells]
+            style = "dim" if g.name == "paper" else None
+            t.add_row(*_labels(row), *cells, _count(row.cases), _count(row.videos), style=style,
+                      end_section=(ri == len(g.rows) - 1 and gi < len(spec.groups) - 1))
+    return t
+
+
+def _csv(agg: pd.DataFrame, table: int, paper: bool) -> str:
+    """The aggregate's rows of ``table`` (columns :data:`AGGREGATE_COLUMNS`; Tables 2–3 add ``setting``;
+    ``paper`` adds the paper's rows and a ``source`` column, ``ours`` or ``paper``)."""
+    chosen = table_rows(agg["method"], table)
+    ours = agg.set_index("method").loc[[m for m, _ in chosen]].reset_index() if chosen else agg.iloc[0:0].copy()
+    if table != 1:
+        ours["setting"] = [s for _, s in chosen]
+    if paper:
+        p = load_paper_table(table)
+        p = p.rename(columns={"label": "setting"}) if table != 1 else p.drop(columns=["label"])
+        ours["source"] = "ours"
+        p["source"] = "paper"
+        ours = pd.concat([ours, p[[c for c in p.columns if c in ours.columns]]], ignore_index=True)
+    buf = io.StringIO()
+    ours.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
+    return buf.getvalue()
+
+
+def render(spec: TableSpec, format: TableFormat | str) -> str:
+    """Render a :class:`TableSpec` as markdown, latex, html or rich (ANSI-styled text)."""
+    fmt = TableFormat(format)
+    if fmt is TableFormat.markdown:
+        return render_markdown(spec)
+    if fmt is TableFormat.latex:
+        return render_latex(spec)
+    if fmt is TableFormat.html:
+        return render_html(spec)
+    if fmt is TableFormat.rich:
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=220, force_terminal=True, color_system="standard")
+        console.print(render_rich(spec))
+        return console.file.getvalue()
+    raise ValueError(f"render: use render_table for {fmt.value}")
+
+
+def render_table(records: pd.DataFrame, *, table: int = 1, format: TableFormat | str = "markdown",
+                 paper: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
+    """Records → aggregated Table ``table`` as text in ``format`` (markdown, latex, csv, html, rich)."""
+    fmt = TableFormat(format)
+    agg = aggregate(records, n_boot=n_boot, seed=seed)
+    if fmt is TableFormat.csv:
+        return _csv(agg, table, paper)
+    return render(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed), fmt)
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. The command: `dualbench table`
+# ------------------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def table_command(
+    runs: Annotated[Path, typer.Option(
+        "--runs", help="Runs folder written by `dualbench run --out` (records under "
+        "<runs>/<method>/<case>/records/). Example: --runs runs/smoke")] = Path("runs"),
+    table: Annotated[int, typer.Option(
+        "--table", min=1, max=3, help="Which paper table: 1 = methods vs baselines; 2 = component "
+        "ablation (dualreal, dualreal-no-joint, dualreal-no-controller, dualreal-no-mask); 3 = weight "
+        "groups (dualreal-groups-N, dualreal). Example: --table 2")] = 1,
+    format: Annotated[TableFormat, typer.Option(
+        "--format", "-f", case_sensitive=False, help="Output format: rich (terminal), markdown, latex "
+        "(booktabs), csv (one row per method, all columns), html. Example: --format markdown")] = "rich",
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="Also print the paper's rows (labelled 'paper') below ours. "
+        "Example: --paper --format markdown")] = False,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the table to this file instead of the terminal. "
+        "Example: --out results/table1.tex")] = None,
+    n_boot: Annotated[int, typer.Option(
+        "--n-boot", min=0, help="Bootstrap resamples for the 95 % intervals (0: none). "
+        "Example: --n-boot 10000")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed. Example: --seed 1")] = 0,
+) -> None:
+    """Print Table 1, 2 or 3 of the DualReal paper from a runs folder.
+
+    Values are averaged per case, then over cases; each cell shows the mean and ± half the 95 %
+    bootstrap interval over cases; best is bold and second best underlined; rows computed with
+    random weights carry a †.
+
+    Examples:
+
+        dualbench table --runs runs
+
+        dualbench table --runs runs --paper --format markdown
+
+        dualbench table --runs runs --table 2 --format latex --out table2.tex
+
+        dualbench table --runs runs --format csv > table1.csv
+    """
+    fmt = TableFormat(format)
+    runs = Path(runs)
+    if not runs.is_dir():
+        _fail(f"no runs folder at {runs}; create one with `dualbench run --out {runs} ...`")
+    try:
+        records = load_records(runs)
+    except ValueError as exc:
+        _fail(str(exc))
+    if records.empty:
+        _fail(f"no records under {runs} (expected {runs}/<method>/<case>/records/*.json); "
+              f"run `dualbench run --out {runs} ...` first")
+    methods = sorted(records["method"].dropna().unique())
+    if not table_rows(methods, table):
+        need = {1: "a method other than the ablation variants",
+                2: "dualreal, dualreal-no-joint, dualreal-no-controller or dualreal-no-mask",
+                3: "dualreal-groups-<n> or dualreal"}[table]
+        _fail(f"Table {table} needs runs of {need}; {runs} has: {', '.join(methods)}")
+    if fmt is TableFormat.rich and out is None:
+        from rich.console import Console
+
+        agg = aggregate(records, n_boot=n_boot, seed=seed)
+        Console().print(render_rich(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed)))
+        return
+    text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)

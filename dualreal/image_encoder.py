@@ -1,0 +1,247 @@
+"""The reference-image encoder that conditions DualReal's motion adapters (METHOD.md §1).
+
+During motion training ``c`` is the embedding of a random frame of the training clip; at inference it
+is the embedding of the identity's reference image. The encoder is swappable: anything with
+``embed_dim``, ``random_weights``, ``name`` and ``encode(images) → (N, e)`` works
+(:class:`ReferenceImageEncoder`).
+
+Built-in encoders (:func:`build_image_encoder`):
+
+* ``"ViT-H-14"`` — OpenCLIP ViT-H-14 ``laion2b_s32b_b79k`` (``e = 1024``), the released code's
+  encoder: the **unnormalised** output of ``encode_image`` (as released). Weights are resolved, never
+  downloaded: explicit path (file or folder) → ``$DUALREAL_OPENCLIP`` → the Hugging Face hub cache
+  (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``: ``open_clip_model.safetensors`` or
+  ``open_clip_pytorch_model.bin``, the latter read with ``weights_only=True``) → a
+  :class:`ImageEncoderError` naming the file and where to put it. Only the vision tower is kept.
+* ``"tiny-random"`` — a seeded random OpenCLIP ``CLIP`` at toy size (``e = 64``) for tests and the
+  ``tiny`` backbone; ``random_weights=True``.
+
+One preprocessing for training frames and reference images alike (the released code preprocesses
+them differently — a quirk not copied): uint8 ``(N, H, W, 3)`` → resize the short side to the
+encoder's input size (bicubic, antialiased) → centre crop → CLIP mean/std normalisation, in torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ReferenceImageEncoder",
+    "OpenCLIPImageEncoder",
+    "ImageEncoderError",
+    "build_image_encoder",
+    "resolve_openclip_weights",
+    "OPENCLIP_HF_REPOS",
+]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: Hugging Face repositories holding the open_clip checkpoints (looked up in the local cache only).
+OPENCLIP_HF_REPOS: dict[tuple[str, str], str] = {
+    ("ViT-H-14", "laion2b_s32b_b79k"): "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+}
+_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+#: Size of the ``tiny-random`` encoder.
+TINY_ENCODER = dict(
+    embed_dim=64,
+    vision_cfg=dict(image_size=32, layers=2, width=32, head_width=16, patch_size=8),
+    text_cfg=dict(context_length=8, vocab_size=64, width=16, heads=2, layers=1),
+)
+
+
+class ImageEncoderError(RuntimeError):
+    """The reference-image encoder's weights cannot be found; the message says where to put them."""
+
+
+@runtime_checkable
+class ReferenceImageEncoder(Protocol):
+    """What DualReal needs of a reference-image encoder."""
+
+    name: str
+    embed_dim: int
+    random_weights: bool
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` → float32 ``(N, embed_dim)`` on CPU."""
+        ...
+
+
+class OpenCLIPImageEncoder(nn.Module):
+    """An OpenCLIP vision tower with CLIP preprocessing in torch.
+
+    Args:
+        visual: the open_clip vision tower (``model.visual``).
+        embed_dim (`int`): its output width ``e``.
+        image_size (`int`): its square input size.
+        name (`str`): a label for records (``"ViT-H-14/laion2b_s32b_b79k"``).
+        random_weights (`bool`): whether the weights are random.
+        batch_size (`int`, defaults to `32`): images per forward pass in :meth:`encode`.
+    """
+
+    def __init__(
+        self,
+        visual: nn.Module,
+        *,
+        embed_dim: int,
+        image_size: int,
+        name: str,
+        random_weights: bool,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.visual = visual.eval().requires_grad_(False)
+        self.embed_dim = int(embed_dim)
+        self.image_size = int(image_size)
+        self.name = name
+        self.random_weights = bool(random_weights)
+        self.batch_size = int(batch_size)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` → normalised float ``(N, 3, S, S)`` (short side resize, centre crop)."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+        x = images.permute(0, 3, 1, 2).float().div(255.0)
+        h, w = x.shape[-2:]
+        s = self.image_size
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        top, left = (nh - s) // 2, (nw - s) // 2
+        x = x[..., top : top + s, left : left + s]
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed images.
+
+        Args:
+            images: uint8 ``(N, H, W, 3)`` (or ``(H, W, 3)`` for one image), any device.
+
+        Returns:
+            float32 ``(N, embed_dim)`` on CPU: the unnormalised image embedding.
+        """
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        param = next(self.visual.parameters())
+        out = []
+        for start in range(0, images.shape[0], self.batch_size):
+            x = self.preprocess(images[start : start + self.batch_size].to(param.device))
+            out.append(self.visual(x.to(param.dtype)).float().cpu())
+        return torch.cat(out)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images)
+
+
+def resolve_openclip_weights(
+    model_name: str = "ViT-H-14",
+    pretrained: str = "laion2b_s32b_b79k",
+    path: str | os.PathLike | None = None,
+) -> Path:
+    """Find an OpenCLIP checkpoint: explicit path → ``$DUALREAL_OPENCLIP`` → HF hub cache → error.
+
+    Args:
+        model_name, pretrained: the open_clip architecture and tag.
+        path: a checkpoint file, or a folder holding ``open_clip_model.safetensors`` /
+            ``open_clip_pytorch_model.bin``.
+
+    Raises:
+        ImageEncoderError: nothing found; the message names the file and the places searched.
+    """
+    searched: list[str] = []
+    for candidate in (path, os.environ.get("DUALREAL_OPENCLIP")):
+        if not candidate:
+            continue
+        p = Path(candidate).expanduser()
+        if p.is_file():
+            return p
+        if p.is_dir():
+            for name in _CHECKPOINT_NAMES:
+                if (p / name).is_file():
+                    return p / name
+        searched.append(str(p))
+    repo = OPENCLIP_HF_REPOS.get((model_name, pretrained))
+    if repo is not None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for name in _CHECKPOINT_NAMES:
+                hit = try_to_load_from_cache(repo_id=repo, filename=name)
+                if isinstance(hit, str) and Path(hit).is_file():
+                    return Path(hit)
+        except ImportError:  # pragma: no cover - huggingface_hub ships with diffusers
+            pass
+        searched.append(f"Hugging Face cache: {repo}")
+    raise ImageEncoderError(
+        f"OpenCLIP {model_name} ({pretrained}) weights not found (searched: {'; '.join(searched) or 'nothing'}). "
+        f"Download `{_CHECKPOINT_NAMES[1]}` (or `{_CHECKPOINT_NAMES[0]}`) from "
+        f"https://huggingface.co/{repo or 'laion'} and pass its path as the DualReal option "
+        f"image_encoder_path, or set DUALREAL_OPENCLIP to it; the tiny backbone uses "
+        f"image_encoder='tiny-random'."
+    )
+
+
+def build_image_encoder(
+    name: str = "ViT-H-14",
+    *,
+    path: str | os.PathLike | None = None,
+    pretrained: str = "laion2b_s32b_b79k",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> OpenCLIPImageEncoder:
+    """Build a reference-image encoder.
+
+    Args:
+        name: ``"ViT-H-14"`` (or any open_clip architecture with a local checkpoint) or
+            ``"tiny-random"``.
+        path: explicit checkpoint file or folder (real encoders).
+        pretrained: open_clip pretrained tag, used to find the checkpoint in the hub cache.
+        device, dtype: where the vision tower lives.
+        seed: seed of the ``tiny-random`` weights.
+
+    Raises:
+        ImageEncoderError: weights of a real encoder not found.
+    """
+    import open_clip
+
+    if name == "tiny-random":
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = open_clip.model.CLIP(**TINY_ENCODER)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return OpenCLIPImageEncoder(
+            model.visual,
+            embed_dim=TINY_ENCODER["embed_dim"],
+            image_size=TINY_ENCODER["vision_cfg"]["image_size"],
+            name="tiny-random",
+            random_weights=True,
+        ).to(device=device, dtype=dtype)
+
+    weights = resolve_openclip_weights(name, pretrained, path)
+    model = open_clip.create_model(name, pretrained=str(weights), weights_only=True)
+    cfg = open_clip.get_model_config(name)
+    image_size = cfg["vision_cfg"]["image_size"]
+    if isinstance(image_size, (tuple, list)):
+        image_size = image_size[0]
+    encoder = OpenCLIPImageEncoder(
+        model.visual,
+        embed_dim=int(cfg["embed_dim"]),
+        image_size=int(image_size),
+        name=f"{name}/{pretrained}",
+        random_weights=False,
+    )
+    del model
+    return encoder.to(device=device, dtype=dtype)

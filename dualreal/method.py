@@ -1,0 +1,320 @@
+"""``DualRealMethod``: DualReal as a benchmark method (fit a case, generate videos), and the library
+helpers to build, train and reload a DualReal model.
+
+Every ablation is a :class:`~dualreal.config.DualRealConfig` value; the registry's ``dualreal-*``
+names are configurations of this one class.
+
+Checkpoint folder (``fit``'s ``workdir``)::
+
+    config.json           DualRealConfig + class name + versions + backbone / encoder provenance
+    weights.safetensors   adapters.* and controller.* (no base weights)
+    train_state.json      written last: {"finished": true, "steps", "kinds", "losses", …}
+    identity/, motion/    only for joint=False: the two isolated runs (each resumable)
+
+:func:`load_dualreal` rebuilds a model from such a folder on a fresh backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualreal.adapters import DualRealAdapters, DualRealModel
+from dualreal.config import DualRealConfig
+from dualreal.controller import FixedFusionWeights, StageBlenderController
+from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.trainer import (
+    CONFIG_NAME,
+    CaseBatchSource,
+    TrainerConfig,
+    encode_case,
+    load_finished,
+    load_trainable,
+    save_trainable,
+    train,
+    write_checkpoint,
+)
+
+__all__ = ["DualRealMethod", "build_dualreal_model", "load_dualreal", "train_dualreal", "dualreal_mask"]
+
+
+def build_dualreal_model(backbone: Any, config: DualRealConfig, *, condition_dim: int) -> DualRealModel:
+    """Fresh adapters and controller (seeded with ``config.seed``) around ``backbone.transformer``.
+
+    Adapters and controller are float32 on the backbone's device; the base model is not touched.
+    """
+    tr = backbone.transformer
+    cfg = tr.config
+    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        adapters = DualRealAdapters(
+            int(cfg.num_layers),
+            inner,
+            bottleneck_dim=config.bottleneck_dim,
+            condition_dim=condition_dim,
+            condition_scale=config.condition_scale,
+            residual=config.residual_in_adapter,
+        )
+        if config.use_controller:
+            controller = StageBlenderController(
+                inner_dim=inner,
+                time_embed_dim=int(cfg.time_embed_dim),
+                head_dim=config.controller_head_dim,
+                num_groups=config.num_groups,
+                scale=config.fusion_scale,
+            )
+        else:
+            w_id, w_mo = config.weights_without_controller
+            controller = FixedFusionWeights(num_groups=config.num_groups, identity_weight=w_id, motion_weight=w_mo)
+    model = DualRealModel(tr, adapters, controller)
+    device = next(tr.parameters()).device
+    model.adapters.to(device)
+    model.controller.to(device)
+    return model
+
+
+def dualreal_mask(kind: str) -> set[str]:
+    """The gradient mask M: identity steps train identity adapters + controller, motion steps motion
+    adapters + controller (METHOD.md §3.5)."""
+    if kind not in ("identity", "motion"):
+        raise ValueError(f"unknown step kind {kind!r}")
+    return {kind, "controller"}
+
+
+def _trainer_config(config: DualRealConfig, description: str) -> TrainerConfig:
+    return TrainerConfig(
+        train_steps=config.train_steps,
+        learning_rate=config.learning_rate,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        weight_decay=config.weight_decay,
+        adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm,
+        lr_scheduler=config.lr_scheduler,
+        lr_num_cycles=config.lr_num_cycles,
+        lr_warmup_steps=config.lr_warmup_steps,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        use_8bit_adam=config.use_8bit_adam,
+        seed=config.seed,
+        description=description,
+    )
+
+
+def train_dualreal(
+    backbone: Any,
+    model: DualRealModel,
+    encoded: Any,
+    config: DualRealConfig,
+    *,
+    workdir: Path | None = None,
+    checkpoint_config: dict[str, Any] | None = None,
+    progress: Any | None = None,
+    on_step_end: Any | None = None,
+) -> dict[str, Any]:
+    """Dual-aware Adaptation on the shared trainer (METHOD.md §3); loads instead when finished.
+
+    ``config.joint``: one run with Bernoulli(γ) steps, both adapters in the forward pass, the
+    gradient mask (``config.gradient_mask``) and the controller always trained. Otherwise two
+    isolated runs (γ = 0 with only the identity adapters on, then γ = 1 with only the motion
+    adapters on) whose adapters are blended with fixed weights at inference.
+
+    Returns:
+        ``{"runs": {name: TrainResult}}``.
+    """
+    tr = backbone.transformer
+    if config.gradient_checkpointing:
+        tr.enable_gradient_checkpointing()
+    common = dict(noise_scheduler=backbone.scheduler, model=model, progress=progress, on_step_end=on_step_end)
+    runs = {}
+    try:
+        with model.attached():
+            if config.joint:
+                source = CaseBatchSource(
+                    encoded,
+                    motion_ratio=config.motion_ratio,
+                    motion_batch_size=config.motion_batch_size,
+                    identity_batch_size=config.identity_batch_size,
+                )
+                runs["joint"] = train(
+                    tr,
+                    model.parameter_groups(),
+                    source,
+                    config=_trainer_config(config, "dualreal"),
+                    active_groups=dualreal_mask if config.gradient_mask else None,
+                    workdir=workdir,
+                    checkpoint_config=checkpoint_config,
+                    **common,
+                )
+            else:
+                for kind, ratio in (("identity", 0.0), ("motion", 1.0)):
+                    model.identity_enabled = kind == "identity"
+                    model.motion_enabled = kind == "motion"
+                    source = CaseBatchSource(
+                        encoded,
+                        motion_ratio=ratio,
+                        motion_batch_size=config.motion_batch_size,
+                        identity_batch_size=config.identity_batch_size,
+                    )
+                    groups = model.parameter_groups()
+                    runs[kind] = train(
+                        tr,
+                        {kind: groups[kind]},
+                        source,
+                        config=_trainer_config(config, f"dualreal-{kind}"),
+                        workdir=None if workdir is None else Path(workdir) / kind,
+                        checkpoint_config=None if checkpoint_config is None else {**checkpoint_config, "_run": kind},
+                        **common,
+                    )
+    finally:
+        model.identity_enabled = model.motion_enabled = True
+        if config.gradient_checkpointing:
+            tr.disable_gradient_checkpointing()
+    if not config.joint and workdir is not None:
+        state = {
+            "finished": True,
+            "steps": sum(r.steps for r in runs.values()),
+            "kinds": [k for r in runs.values() for k in r.kinds],
+            "losses": [x for r in runs.values() for x in r.losses],
+            "seconds": round(sum(r.seconds for r in runs.values()), 3),
+            "runs": list(runs),
+        }
+        groups = model.parameter_groups()
+        write_checkpoint(Path(workdir), lambda f: save_trainable(model, groups, f), checkpoint_config, state)
+    return {"runs": runs}
+
+
+def load_dualreal(checkpoint_dir: str | Path, backbone: Any, *, image_encoder: Any | None = None) -> tuple[DualRealModel, DualRealConfig]:
+    """Rebuild a trained DualReal model from a checkpoint folder on ``backbone``.
+
+    Args:
+        checkpoint_dir: a folder written by :meth:`DualRealMethod.fit` / :func:`train_dualreal`.
+        image_encoder: only used to check the condition width; default: the width saved in the config.
+
+    Raises:
+        ValueError: not a DualReal checkpoint, or shapes that do not fit the backbone.
+    """
+    folder = Path(checkpoint_dir)
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    config = DualRealConfig.load(folder / CONFIG_NAME)
+    cond_dim = int(data.get("_condition_dim") or (image_encoder.embed_dim if image_encoder is not None else 1024))
+    model = build_dualreal_model(backbone, config, condition_dim=cond_dim)
+    load_trainable(model, folder, expected=[p for ps in model.parameter_groups().values() for p in ps])
+    model.eval()
+    return model, config
+
+
+class DualRealMethod(CustomizationMethod):
+    """DualReal (Wang et al., ICCV 2025) on the shared CogVideoX backbone.
+
+    Args:
+        backbone: a :class:`~dualreal.backbone.Backbone`.
+        **config: :class:`~dualreal.config.DualRealConfig` fields (unknown keys are an error); the
+            registry's ablation names pass theirs, ``dualbench run --train-steps`` passes
+            ``train_steps``.
+    """
+
+    name = "dualreal"
+    trainable = True
+
+    def __init__(self, backbone: Any, **config: Any) -> None:
+        super().__init__(backbone, **config)
+        self.dualreal_config = DualRealConfig.from_overrides(**config).resolve(backbone)
+        self._image_encoder: Any | None = None
+        self.model: DualRealModel | None = None
+        self.ref_embedding: torch.Tensor | None = None
+        self.case_name: str | None = None
+        self.last_fit: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ components
+    @property
+    def image_encoder(self) -> Any:
+        """The reference-image encoder (built on first use)."""
+        if self._image_encoder is None:
+            from dualreal.image_encoder import build_image_encoder
+
+            cfg = self.dualreal_config
+            self._image_encoder = build_image_encoder(
+                cfg.image_encoder,
+                path=cfg.image_encoder_path,
+                device=self.backbone.device,
+                seed=cfg.seed,
+            )
+        return self._image_encoder
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """``config.json`` payload: the resolved config plus backbone and encoder provenance."""
+        enc = self.image_encoder
+        return {
+            **self.dualreal_config.to_json_dict(),
+            "_backbone": self.backbone.source,
+            "_backbone_fingerprint": self.backbone.fingerprint(),
+            "_image_encoder": enc.name,
+            "_condition_dim": int(enc.embed_dim),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.dualreal_config
+        random_encoder = cfg.image_encoder == "tiny-random"
+        return {"method": self.name, **cfg.to_dict(), "image_encoder_random_weights": random_encoder}
+
+    # ------------------------------------------------------------------ protocol
+    def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:
+        """Train adapters and controller on ``case`` into ``workdir`` (or load a finished checkpoint).
+
+        Raises:
+            ValueError: a checkpoint in ``workdir`` trained with another configuration, or bad data.
+        """
+        cfg = self.dualreal_config
+        workdir = Path(workdir)
+        encoder = self.image_encoder
+        ckpt_cfg = self.checkpoint_config()
+        model = build_dualreal_model(self.backbone, cfg, condition_dim=encoder.embed_dim)
+        done = load_finished(
+            workdir,
+            model,
+            checkpoint_config=ckpt_cfg,
+            load_fn=lambda m, f: load_trainable(m, f, expected=[p for ps in m.parameter_groups().values() for p in ps]),
+        )
+        if done is not None:
+            self.ref_embedding = encoder.encode(case.ref_image.unsqueeze(0))
+            self.last_fit = {"resumed": True, "steps": done.steps}
+        else:
+            encoded = encode_case(self.backbone, case, num_frames=cfg.train_frames, image_encoder=encoder)
+            out = train_dualreal(self.backbone, model, encoded, cfg, workdir=workdir, checkpoint_config=ckpt_cfg, progress=progress)
+            self.ref_embedding = encoded.ref_embedding
+            self.last_fit = {"resumed": False, "runs": out["runs"]}
+        model.eval()
+        self.model = model
+        self.case_name = case.name
+
+    def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
+        """One video for ``prompt`` with ``seed``; ``extras["controller_trace"]`` holds the fusion
+        weights per denoising step, guidance branch and group.
+
+        Raises:
+            RuntimeError: :meth:`fit` was not called.
+        """
+        if self.model is None:
+            raise RuntimeError("DualRealMethod.generate needs a fitted case: call fit(case, workdir) first")
+        from dualreal.pipeline import DualRealPipeline
+
+        d = self.backbone.defaults
+        pipe = DualRealPipeline.from_backbone(
+            self.backbone, self.model, uncond_condition=self.dualreal_config.uncond_condition
+        )
+        out = pipe(
+            prompt,
+            ref_embedding=self.ref_embedding,
+            num_frames=settings.num_frames or d["num_frames"],
+            height=settings.height or d["height"],
+            width=settings.width or d["width"],
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            seed=seed,
+        )
+        return GeneratedVideo(frames=out.frames, fps=settings.fps, extras={"controller_trace": out.controller_trace})
