@@ -226,6 +226,16 @@ def regression(
     typer.echo("regression: all metrics within tolerance")
 
 
+# Commands whose logic lives beside the data they work on (one function each, registered here).
+from benchmark.evaluate import eval_command  # noqa: E402
+from benchmark.report import report_command  # noqa: E402
+from benchmark.tables import table_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("table")(table_command)
+app.command("report")(report_command)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -511,10 +511,12 @@ class RaftFlow(_Loaded):
 class AmtInterpolator(_Loaded):
     """``interpolate(img0, img1)``: AMT's midpoint (t = 0.5, scale 1, one pass) of [0, 1] frames.
 
-    H and W must be multiples of 16 and at least 64 (AMT-S's 4-level correlation pyramid at 1/8).
+    H and W must be multiples of 16 and at least 128: AMT-S's 4-level correlation pyramid at 1/8
+    resolution needs 2 cells on its coarsest level, else its bilinear sampler divides by zero and the
+    prediction is NaN (VBench's own code then silently casts NaN to 0).
     """
 
-    min_size = 64
+    min_size = 128
 
     def __init__(self, spec: EncoderSpec, model: torch.nn.Module, **kw):
         self._init(spec, model, **kw)

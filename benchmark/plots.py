@@ -224,14 +224,16 @@ def plot_controller_traces(runs: Path, out_dir: Path) -> list[Path]:
 def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics") -> list[Path]:
     """One panel per Table-1 metric (plus DD Δ), a bar per method, 95 % CI error bars.
 
+    Returns ``[]`` (no files) when no method has a scored video.
+
     Args:
         agg: :func:`benchmark.tables.aggregate` output.
         out_dir: folder for ``<stem>.png`` / ``<stem>.svg``.
     """
     metrics = [*TABLE1_METRICS, "dynamic_degree_delta"]
     agg = agg[agg["videos"] > 0].reset_index(drop=True) if "videos" in agg else agg
-    if agg.empty:
-        return []
+    if agg.empty or not np.isfinite(agg[metrics].to_numpy(dtype=float)).any():
+        return []  # nothing scored
     names = [f"{m}{' ' + RANDOM_MARK if r else ''}" for m, r in zip(agg["method"], agg.get("random_weights", [False] * len(agg)))]
     cols = 4
     rows = math.ceil(len(metrics) / cols)

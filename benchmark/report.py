@@ -47,6 +47,7 @@ table.results { border-collapse: collapse; margin: 1rem 0 .3rem; font-size: .9re
 table.results caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
 table.results th, table.results td { border-bottom: 1px solid #ddd; padding: .25rem .6rem; text-align: right;
   white-space: nowrap; }
+table.results thead th { white-space: normal; vertical-align: bottom; }
 table.results th[scope=row], table.results thead th:first-child { text-align: left; }
 table.results tbody.paper { color: #555; background: #f6f6f6; }
 table.results tr.random th { color: #a33; }
@@ -54,6 +55,7 @@ p.note { font-size: .8rem; color: #555; margin: .1rem 0; max-width: 70rem; }
 figure { display: inline-block; margin: .5rem 1rem .5rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; } figcaption { font-size: .8rem; color: #555; }
 nav.cases a { margin-right: .8rem; font-size: .9rem; }
+div.scroll { overflow-x: auto; max-width: 100%; }
 table.videos { border-collapse: collapse; margin-bottom: 2rem; }
 table.videos th, table.videos td { border: 1px solid #ddd; padding: .3rem; vertical-align: top; }
 table.videos thead th { background: #f2f2f2; }
@@ -68,6 +70,10 @@ td.failed { color: #a33; font-size: .8rem; max-width: 256px; } td.missing { colo
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _url(path: Path | str) -> str:
@@ -196,10 +202,10 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
 
     methods = _method_order(sorted(records["method"].dropna().unique()))
     ok = int(records["status"].eq("ok").sum())
-    body = [f"<h1>dualbench report</h1>",
+    body = ["<h1>dualbench report</h1>",
             f'<p class="meta">runs: <code>{_e(runs.resolve())}</code> · {ok} videos ok, '
-            f"{len(records) - ok} failed · {len(methods)} methods · "
-            f"{records['case'].nunique()} cases · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
+            f"{len(records) - ok} failed · {_n(len(methods), 'method')} · "
+            f"{_n(records['case'].nunique(), 'case')} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
             f'<a href="table1.csv">table1.csv</a> · <a href="records.csv">records.csv</a></p>']
     if agg["random_weights"].any():
         body.append(f'<p class="warning">{_e(RANDOM_NOTE)}: '
@@ -207,7 +213,8 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
     body.append('<h2 id="tables">Tables</h2>')
     for t in (1, 2, 3):  # Tables 2 and 3 only when an ablation variant ran (not for `dualreal` alone)
         if any(m != "dualreal" for m, _ in table_rows(agg["method"], t)):
-            body.append(render_html(build_table(agg, table=t, paper=True, n_boot=n_boot, seed=seed)))
+            body.append('<div class="scroll">' + render_html(build_table(agg, table=t, paper=True, n_boot=n_boot,
+                                                                        seed=seed)) + "</div>")
 
     body.append('<h2 id="plots">Plots</h2>')
     captions = {"metrics": "Metrics per method (95 % bootstrap interval over cases)",
@@ -230,7 +237,8 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
     body.append('<nav class="cases">' + "".join(f'<a href="#case-{_e(quote(c))}">{_e(c)}</a>' for c in cases) + "</nav>")
     for case in cases:
         recs = records[records["case"] == case]
-        body.append(_case_section(case, recs, [m for m in methods if m in set(recs["method"])], runs, out, posters))
+        section = _case_section(case, recs, [m for m in methods if m in set(recs["method"])], runs, out, posters)
+        body.append(f'<div class="scroll">{section}</div>')
 
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -362,7 +362,7 @@ def _one_video(cfg, method, backbone, scorer, settings, case, i, prompt, seed, r
         t1 = time.perf_counter()
         scores = scorer.score_file(mp4, prompt=prompt, ref_images=refs, dd_ref=dd_ref)
         rec["score_seconds"] = round(time.perf_counter() - t1, 3)
-        rec.update(scores)
+        rec.update({k: v for k, v in scores.items() if k not in rec or k.startswith("metric")})
         metric_random = bool(scores.get("metric_random_weights", False))
     rec["random_weights"] = bool(backbone.random_weights or metric_random)
     return rec

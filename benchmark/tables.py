@@ -180,8 +180,10 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         A DataFrame with columns :data:`AGGREGATE_COLUMNS`: ``method``, ``videos`` and ``cases``
         (counted over ``status == "ok"`` records), the metric means, ``<metric>_ci_low`` /
         ``<metric>_ci_high``, ``dynamic_degree_ref`` (aggregated like a metric), mean timings
-        over ok videos, ``random_weights`` (any record of the method had random weights) and
-        ``failed`` (records with another status). Methods are sorted by name.
+        over ok videos, ``random_weights`` (any record of the method, ok or failed, has
+        ``random_weights``, ``backbone_random_weights`` or ``metric_random_weights`` true) and
+        ``failed`` (records with another status). Methods are sorted by name; a method with only
+        failed records has ``videos == 0`` and NaN values.
     """
     for col in ("method", "case"):
         if col not in df.columns:
@@ -327,17 +329,19 @@ class Cell:
     def missing(self) -> bool:
         return not math.isfinite(self.value)
 
-    def text(self, *, minus: str = "-", pm: str = "±") -> str:
+    def text(self, *, minus: str = "-", pm: str = "±", two_lines: bool = False) -> str:
+        """``0.323 ±0.004``, ``14.96 (+2.94 ±1.10)``; ``two_lines``: one part per line."""
         if self.missing:
             return "–"
         s = f"{self.value:.{self.decimals}f}"
-        ci = f" {pm}{self.ci_half:.{self.decimals}f}" if self.ci_half is not None and math.isfinite(self.ci_half) else ""
-        if self.delta is not None and math.isfinite(self.delta):
-            d = f"{self.delta:+.2f}".replace("-", minus)
-            s += f" ({d}{ci})"
-        else:
-            s += ci
-        return s
+        ci = f"{pm}{self.ci_half:.{self.decimals}f}" if self.ci_half is not None and math.isfinite(self.ci_half) else ""
+        has_delta = self.delta is not None and math.isfinite(self.delta)
+        d = f"{self.delta:+.2f}".replace("-", minus) if has_delta else ""
+        if two_lines:  # narrow cells for the terminal: value, (Δ), ±h on lines of their own
+            return "\n".join(x for x in (s, f"({d})" if has_delta else "", ci) if x)
+        if has_delta:
+            return f"{s} ({d}{' ' + ci if ci else ''})"
+        return f"{s} {ci}" if ci else s
 
 
 @dataclass
@@ -489,7 +493,7 @@ _LATEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#"
 def _tex(s: str) -> str:
     s = "".join(_LATEX_ESC.get(ch, ch) for ch in s)
     return (s.replace("†", r"$^\dagger$").replace("Δ", r"$\Delta$").replace("−", "$-$")
-            .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--"))
+            .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("—", "---").replace("–", "--"))
 
 
 def render_latex(spec: TableSpec) -> str:
@@ -544,23 +548,27 @@ def render_html(spec: TableSpec) -> str:
 
 def render_rich(spec: TableSpec):
     """A :class:`rich.table.Table` (bold best, underlined second) with the notes as caption."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
     arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
-    t = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left")
+    t = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left", box=box.SIMPLE_HEAD,
+              padding=(0, 1), pad_edge=False, show_edge=False)
     for h in spec.label_headers:
         t.add_column(h, no_wrap=True)
-    for h, a in zip(spec.metric_headers, arrow):
-        t.add_column(f"{h} {a}", justify="right")
-    t.add_column("cases", justify="right")
-    t.add_column("videos", justify="right")
+    for j, (h, a) in enumerate(zip(spec.metric_headers, arrow)):
+        lines = [ln for g in spec.groups for r in g.rows for ln in r.cells[j].text(two_lines=True).split("\n")]
+        t.add_column(f"{h}\n{a}", justify="right", min_width=max(map(len, lines), default=1))
+    t.add_column("cases/\nvideos", justify="right")
     for gi, g in enumerate(spec.groups):
         for ri, row in enumerate(g.rows):
-            cells = [Text(c.text(), style="bold" if c.mark == "best" else "underline" if c.mark == "second" else "")
+            cells = [Text(c.text(two_lines=True), style="bold" if c.mark == "best" else "underline" if c.mark == "second" else "")
                      for c in row.cells]
             style = "dim" if g.name == "paper" else None
-            t.add_row(*_labels(row), *cells, _count(row.cases), _count(row.videos), style=style,
+            labels = [lab.replace(" (paper)", "\n(paper)") for lab in _labels(row)]
+            counts = f"{_count(row.cases)}/{_count(row.videos) or '?'}"
+            t.add_row(*labels, *cells, counts, style=style,
                       end_section=(ri == len(g.rows) - 1 and gi < len(spec.groups) - 1))
     return t
 
@@ -680,7 +688,10 @@ def table_command(
         from rich.console import Console
 
         agg = aggregate(records, n_boot=n_boot, seed=seed)
-        Console().print(render_rich(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed)))
+        console = Console()
+        if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+            console = Console(width=160)
+        console.print(render_rich(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed)))
         return
     text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed)
     if out is None:

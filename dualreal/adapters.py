@@ -148,8 +148,11 @@ class DABlockAdapter(nn.Module):
         condition_dim (`int`, defaults to `1024`): ``e``; only the motion adapters get ``W_cond``.
         condition_scale (`float`, defaults to `1.0`): ``λ``.
         residual (`bool`, defaults to `True`): skip term inside each adapter.
+        identity_ff (`bool`, defaults to `True`): build the identity adapter beside the
+            feed-forward network; ``False`` leaves ``identity_ff = None`` (an attention-only identity
+            adapter, as in the DreamVideo-style baseline).
 
-    Submodules: ``identity_attn``, ``identity_ff``, ``motion_attn``, ``motion_ff``.
+    Submodules: ``identity_attn``, ``identity_ff`` (or ``None``), ``motion_attn``, ``motion_ff``.
     """
 
     def __init__(
@@ -160,12 +163,13 @@ class DABlockAdapter(nn.Module):
         condition_dim: int = 1024,
         condition_scale: float = 1.0,
         residual: bool = True,
+        identity_ff: bool = True,
     ) -> None:
         super().__init__()
         ident = dict(bottleneck_dim=bottleneck_dim, residual=residual)
         motion = dict(ident, condition_dim=condition_dim, condition_scale=condition_scale)
         self.identity_attn = BottleneckAdapter(dim, **ident)
-        self.identity_ff = BottleneckAdapter(dim, **ident)
+        self.identity_ff = BottleneckAdapter(dim, **ident) if identity_ff else None
         self.motion_attn = BottleneckAdapter(dim, **motion)
         self.motion_ff = BottleneckAdapter(dim, **motion)
 
@@ -181,6 +185,8 @@ class DualRealAdapters(nn.Module):
             (OpenCLIP ViT-H-14).
         condition_scale (`float`, defaults to `1.0`): ``λ``.
         residual (`bool`, defaults to `True`): the released code's skip term ``x +`` in each adapter.
+        identity_ff (`bool`, defaults to `True`): identity adapters beside the feed-forward network
+            too (``False``: attention-only identity adapters; DreamVideo-style baseline).
 
     Parameter names: ``blocks.{i}.{identity,motion}_{attn,ff}.{down,up,cond}.{weight,bias}``.
     """
@@ -194,6 +200,7 @@ class DualRealAdapters(nn.Module):
         condition_dim: int = 1024,
         condition_scale: float = 1.0,
         residual: bool = True,
+        identity_ff: bool = True,
     ) -> None:
         super().__init__()
         self.num_layers = int(num_layers)
@@ -206,13 +213,14 @@ class DualRealAdapters(nn.Module):
                 condition_dim=condition_dim,
                 condition_scale=condition_scale,
                 residual=residual,
+                identity_ff=identity_ff,
             )
             for _ in range(num_layers)
         )
 
     def identity_parameters(self) -> list[nn.Parameter]:
         """Every parameter of the identity adapters (attention and feed-forward, all blocks)."""
-        return [p for b in self.blocks for m in (b.identity_attn, b.identity_ff) for p in m.parameters()]
+        return [p for b in self.blocks for m in (b.identity_attn, b.identity_ff) if m is not None for p in m.parameters()]
 
     def motion_parameters(self) -> list[nn.Parameter]:
         """Every parameter of the motion adapters (attention and feed-forward, all blocks)."""
@@ -463,8 +471,9 @@ class DualRealModel(nn.Module):
         block = self.adapters.blocks[index]
         batch = parts[0].shape[0]
         deltas: list[torch.Tensor | None] = [None] * len(parts)
-        if self.identity_enabled:
-            adapter = block.identity_attn if branch == "attn" else block.identity_ff
+        identity = block.identity_attn if branch == "attn" else block.identity_ff
+        if self.identity_enabled and identity is not None:  # identity_ff may be absent
+            adapter = identity
             w = st.w_id[:, group].view(batch, 1, 1)
             for k, x in enumerate(parts):
                 deltas[k] = w * adapter(x)

@@ -56,12 +56,12 @@ TINY_PRESET: dict[str, Any] = {
         time_embed_dim=16,
         text_embed_dim=32,
         num_layers=42,
-        sample_width=12,
-        sample_height=8,
+        sample_width=24,
+        sample_height=16,
         sample_frames=9,
         patch_size=2,
         temporal_compression_ratio=4,
-        max_text_seq_length=32,
+        max_text_seq_length=226,
         use_rotary_positional_embeddings=True,
         use_learned_positional_embeddings=False,
     ),
@@ -75,8 +75,8 @@ TINY_PRESET: dict[str, Any] = {
         layers_per_block=1,
         norm_num_groups=2,
         temporal_compression_ratio=4,
-        sample_height=64,
-        sample_width=96,
+        sample_height=128,
+        sample_width=192,
     ),
     "text_encoder": dict(
         d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
@@ -94,8 +94,10 @@ TINY_PRESET: dict[str, Any] = {
         steps_offset=0,
         timestep_spacing="trailing",
     ),
-    # Default video geometry for the preset (4k+1 frames; H, W multiples of 16).
-    "defaults": dict(num_frames=9, height=64, width=96),
+    # Default video geometry for the preset (4k+1 frames; H, W multiples of 16; 2:3 as 480x720).
+    # 128 px is the smallest size RAFT's 1/8-resolution correlation pyramid accepts, so the
+    # dynamic degree is defined on smoke videos too.
+    "defaults": dict(num_frames=9, height=128, width=192),
 }
 
 #: Defaults of the real CogVideoX-5B geometry (METHOD.md, "Backbone" and "Inference").
@@ -196,7 +198,7 @@ class Backbone:
         return h.hexdigest()[:12]
 
 
-def build_tiny_tokenizer(model_max_length: int = 32):
+def build_tiny_tokenizer(model_max_length: int = 226):
     """A byte-level fast tokenizer that needs no download (for the ``tiny`` preset).
 
     Every UTF-8 byte is one token (ids 3..258), with ``<pad>`` = 0, ``</s>`` = 1 (appended, as T5

@@ -36,7 +36,8 @@ Hook API (all keyword arguments of :func:`train`):
 * ``save_fn(model, folder)`` / ``load_fn(model, folder)`` — checkpoint format (default: the named
   trainable parameters in ``weights.safetensors``); ``checkpoint_config`` — a JSON dict saved as
   ``config.json`` and compared on resume.
-* ``on_step_end(step, logs)`` — called after every optimiser step with the losses and the kind.
+* ``on_step_end(info: StepEnd)`` — called after every optimiser step with the step, kind, losses,
+  learning rate, the (prepared) model, optimiser and accelerator (tests inspect AdamW state here).
 * ``context`` — a context manager entered around the whole loop (e.g. ``model.attached()`` so that
   hooks outlive backward under gradient checkpointing).
 
@@ -80,6 +81,7 @@ __all__ = [
     "BatchSource",
     "TrainerConfig",
     "StepContext",
+    "StepEnd",
     "TrainResult",
     "EncodedCase",
     "CaseBatchSource",
@@ -572,6 +574,19 @@ class StepContext:
 
 
 @dataclass
+class StepEnd:
+    """What ``on_step_end`` sees after each optimiser step."""
+
+    step: int
+    kind: str
+    logs: dict[str, Any]
+    model: nn.Module
+    optimizer: Any
+    lr_scheduler: Any
+    accelerator: Any
+
+
+@dataclass
 class TrainResult:
     """What :func:`train` did: per-step kinds and losses, time, whether it resumed."""
 
@@ -647,7 +662,7 @@ def train(
     checkpoint_config: Mapping[str, Any] | None = None,
     save_fn: Callable[[nn.Module, Path], None] | None = None,
     load_fn: Callable[[nn.Module, Path], Any] | None = None,
-    on_step_end: Callable[[int, dict[str, Any]], None] | None = None,
+    on_step_end: Callable[[StepEnd], None] | None = None,
     context: contextlib.AbstractContextManager | None = None,
     progress: Any | None = None,
 ) -> TrainResult:
@@ -831,7 +846,7 @@ def train(
             entry = {"step": step, "kind": kind, "loss": step_loss, "lr": float(lr_scheduler.get_last_lr()[0]), **step_logs}
             logs.append(entry)
             if on_step_end is not None:
-                on_step_end(step, entry)
+                on_step_end(StepEnd(step, kind, entry, prepared, optimizer, lr_scheduler, accelerator))
             if task is not None:
                 progress.update(task, advance=1, description=f"{config.description} · {kind} · loss {step_loss:.4f}")
             if bar is not None:

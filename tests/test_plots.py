@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from benchmark.plots import (
     dd_by_motion,
     load_controller_traces,
-    make_plots,
     plot_controller_traces,
     plot_dd_vs_ref,
     plot_metric_bars,
@@ -147,19 +146,20 @@ def test_dd_by_motion_by_hand_and_plot(tmp_path):
     assert plot_dd_vs_ref(no_dd, tmp_path / "none") == []
 
 
-def test_make_plots_and_command(tmp_path):
-    records = _records(tmp_path)
-    write_trace(tmp_path / "runs", "dualreal", "dog__Biking", "p000_s42", [[0.1, 0.1]] * 4)
-    made = make_plots(tmp_path / "runs", tmp_path / "plots", records=records)
-    assert {k: len(v) for k, v in made.items()} == {"metrics": 2, "dd_vs_ref": 2, "controller": 2}
+def test_plots_command_makes_every_plot(tmp_path):
     import typer
 
+    _records(tmp_path)
+    write_trace(tmp_path / "runs", "dualreal", "dog__Biking", "p000_s42", [[0.1, 0.1]] * 4)
     app = typer.Typer()
     app.command("plots")(plots_command)
     app.command("unused")(lambda: None)
     res = CliRunner().invoke(app, ["plots", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "cli")])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "cli" / "metrics.svg").is_file()
+    made = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert made == ["controller_dualreal.png", "controller_dualreal.svg", "dd_vs_ref.png", "dd_vs_ref.svg",
+                    "metrics.png", "metrics.svg"]
+    assert res.output.count("\n") == 6  # one line per file
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["plots", "--runs", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no records" in res.output

@@ -127,6 +127,8 @@ def dynamic_degree_per_pair(
         chunk, _ = pad_to_multiple(chunk, pad_multiple)
         with torch.inference_mode():
             field = flow(chunk[:-1], chunk[1:])
+        if not torch.isfinite(field).all():
+            raise MetricUndefined("the flow model returned NaN or infinite values")
         values.append(top_fraction_magnitude(field).cpu())
     return torch.cat(values)
 

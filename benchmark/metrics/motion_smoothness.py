@@ -109,6 +109,8 @@ def motion_smoothness_predictions(
         chunk, pads = pad_to_multiple(chunk, pad_multiple)
         with torch.inference_mode():
             pred = interpolate(chunk[:-1], chunk[1:])
+        if not torch.isfinite(pred).all():
+            raise MetricUndefined("the interpolator returned NaN or infinite values")
         out.append(predictions_to_uint8(unpad(pred, pads)).cpu())
     return torch.cat(out)
 
@@ -132,7 +134,8 @@ def motion_smoothness_score(
 
     Raises:
         ValueError: not uint8 ``(F, H, W, 3)``.
-        MetricUndefined: fewer than 3 frames, or frames too small for the interpolator.
+        MetricUndefined: fewer than 3 frames, frames too small for the interpolator, or
+            non-finite predictions.
     """
     predicted = motion_smoothness_predictions(
         frames, interpolate, pad_multiple=pad_multiple, batch_size=batch_size, device=device

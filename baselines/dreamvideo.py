@@ -1,0 +1,325 @@
+"""DreamVideo-style customisation (Wei et al., CVPR 2024) on the shared CogVideoX backbone.
+
+The isolated paradigm DualReal argues against (BASELINES.md, "DreamVideo-style"): an identity
+adapter and a motion adapter trained in two separate runs, combined only at inference.
+
+What is reused. The adapters are DualReal's :class:`~dualreal.adapters.DualRealAdapters` attached
+to the stock transformer by :class:`~dualreal.adapters.DualRealModel` (hooks, no fork), with a
+different geometry; the fusion weights are a :class:`~dualreal.controller.FixedFusionWeights`
+(1.0 / 1.0); training is :func:`dualreal.trainer.train` on a
+:class:`~dualreal.trainer.CaseBatchSource`; inference is :class:`~dualreal.pipeline.DualRealPipeline`.
+With DualReal's adapter geometry this is the "w/o Dual-aware Adaptation" ablation.
+
+Adapting the UNet method to the DiT (each choice is an option of :class:`DreamVideoConfig`):
+
+* **Identity adapter** — bottleneck ``d = C/2`` (``bottleneck="half"``; 1536 at 5B), GELU,
+  zero-initialised up-projection, no condition, beside the joint attention of every block only
+  (``identity_ff=False``). DreamVideo puts it in the spatial cross-attention of the UNet; a
+  CogVideoX block has one joint attention and no cross-attention, so it goes beside that.
+  Trained on the identity images only (γ = 0), lr 1e-5, 1000 steps. The original first learns a
+  textual-inversion token (3000 steps, lr 1e-4); here the literal ``*`` of ``"<class> *"`` is used.
+  The original's optional masked loss is not used.
+* **Motion adapter** — same bottleneck with a condition linear ``W_cond`` on the reference-image
+  embedding (OpenCLIP ViT-H-14, 1024-d, from :mod:`dualreal.image_encoder`) of a random frame of
+  the training clip, drawn afresh every step, beside attention *and* feed-forward of every block
+  (DreamVideo: beside the temporal transformer layers; a DiT has no separate temporal layers).
+  Trained on the motion clips only (γ = 1), lr 1e-5, 3000 steps, with 50 % text dropout (empty
+  prompt) and 50 % image-embedding dropout (zeros), each drawn per sample.
+* **Neutral at initialisation** — ``residual_in_adapter=False``: the adapter output is
+  ``W_up · GELU(W_down · (x + W_cond c))`` added to the branch output before the block's gate
+  (DualReal's hook point), so with ``W_up = 0`` the model is exactly the base model, as DreamVideo's
+  zero-initialised adapters are. (DualReal's released adapters keep a skip term; not here.)
+* **Inference** — both adapters on at full strength (weights 1.0 / 1.0); the conditional branch
+  gets the identity reference image's embedding, the unconditional branch zeros
+  (``uncond_condition="zeros"``).
+* **Noise offset** — the original trains with noise offset 0.1; dropped (CogVideoX uses zero
+  terminal SNR, where an offset makes no sense).
+* **Optimiser** — AdamW β (0.9, 0.95), weight decay 1e-4, grad-clip 1.0 (DualReal's), constant
+  learning rate without warm-up.
+* On the ``tiny`` preset each run takes 3 steps (a smoke test). ``train_steps`` (``dualbench run
+  --train-steps N``) sets both runs to ``N``.
+
+Checkpoint folder: ``identity/`` and ``motion/``, each ``weights.safetensors`` (its adapters only),
+``config.json`` and ``train_state.json``; each run resumes on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from baselines.common import BaselineConfig
+from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+
+__all__ = ["DreamVideoConfig", "DreamVideoMethod", "DropoutBatchSource", "build_dreamvideo_model"]
+
+
+@dataclass
+class DreamVideoConfig(BaselineConfig):
+    """DreamVideo-style options (see the module docstring for the reasons).
+
+    Attributes:
+        bottleneck: ``"half"`` (``C/2``) or an int ``d`` for both adapters.
+        identity_ff: identity adapter beside the feed-forward network too (False: attention only).
+        residual_in_adapter: keep a skip term inside the adapters (False: neutral at init).
+        condition_scale: ``λ`` of the motion adapter's condition term (1.0).
+        identity_steps, motion_steps: steps of the two runs (``None`` → 1000 / 3000, or 3 / 3 on
+            ``tiny``); ``train_steps`` overrides both.
+        text_dropout, image_dropout: per-sample dropout of the prompt (empty prompt) and of the image
+            condition (zeros) in motion training (0.5, 0.5).
+        weights: ``(w_id, w_mo)`` at inference (1.0, 1.0).
+        uncond_condition: the unconditional branch's image condition, ``zeros`` or ``same``.
+        image_encoder, image_encoder_path: as DualReal's (``auto`` → ``tiny-random`` on ``tiny``,
+            else OpenCLIP ``ViT-H-14``).
+    """
+
+    PAPER_STEPS: ClassVar[int] = 1000
+    TINY_STEPS: ClassVar[int] = 3
+    WARMUP_FRACTION: ClassVar[float] = 0.0
+
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant"
+    bottleneck: Any = "half"
+    identity_ff: bool = False
+    residual_in_adapter: bool = False
+    condition_scale: float = 1.0
+    identity_steps: int | None = None
+    motion_steps: int | None = None
+    text_dropout: float = 0.5
+    image_dropout: float = 0.5
+    weights: tuple[float, float] = (1.0, 1.0)
+    uncond_condition: str = "zeros"
+    image_encoder: str = "auto"
+    image_encoder_path: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.bottleneck == "half" or (isinstance(self.bottleneck, int) and self.bottleneck >= 1)):
+            raise ValueError(f"bottleneck must be 'half' or a positive int, got {self.bottleneck!r}")
+        for name in ("text_dropout", "image_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("identity_steps", "motion_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.weights) != 2:
+            raise ValueError(f"weights must be (w_id, w_mo), got {self.weights}")
+        if self.uncond_condition not in ("zeros", "same"):
+            raise ValueError(f"uncond_condition must be 'zeros' or 'same', got {self.uncond_condition!r}")
+
+    def resolve(self, backbone: Any) -> DreamVideoConfig:
+        tiny = self.is_tiny(backbone)
+        out = super().resolve(backbone)
+        identity = self.train_steps or self.identity_steps or (self.TINY_STEPS if tiny else 1000)
+        motion = self.train_steps or self.motion_steps or (self.TINY_STEPS if tiny else 3000)
+        encoder = "tiny-random" if self.image_encoder == "auto" and tiny else (
+            "ViT-H-14" if self.image_encoder == "auto" else self.image_encoder
+        )
+        width = int(backbone.transformer.config.num_attention_heads * backbone.transformer.config.attention_head_dim)
+        bottleneck = width // 2 if self.bottleneck == "half" else int(self.bottleneck)
+        return dataclasses.replace(
+            out, identity_steps=identity, motion_steps=motion, image_encoder=encoder, bottleneck=bottleneck
+        )
+
+
+class DropoutBatchSource:
+    """Wraps a :class:`~dualreal.trainer.CaseBatchSource`: per sample, replaces the prompt by the
+    empty prompt with probability ``text_dropout`` and the image condition by zeros with
+    probability ``image_dropout`` (DreamVideo's motion training). Records what it dropped in
+    ``batch.extras``."""
+
+    def __init__(self, inner: Any, *, empty_prompt_embeds: torch.Tensor, text_dropout: float, image_dropout: float) -> None:
+        self.inner = inner
+        self.empty = empty_prompt_embeds  # (1, L, D)
+        self.text_dropout = float(text_dropout)
+        self.image_dropout = float(image_dropout)
+
+    def next_kind(self, step: int, generator: torch.Generator) -> str:
+        return self.inner.next_kind(step, generator)
+
+    def next_batch(self, kind: str, generator: torch.Generator):
+        batch = self.inner.next_batch(kind, generator)
+        n = batch.latents.shape[0]
+        drop_text = torch.rand(n, generator=generator) < self.text_dropout
+        drop_image = torch.rand(n, generator=generator) < self.image_dropout
+        empty = self.empty.to(batch.prompt_embeds.dtype).expand_as(batch.prompt_embeds)
+        batch.prompt_embeds = torch.where(drop_text.view(n, 1, 1), empty, batch.prompt_embeds)
+        cond = batch.model_kwargs.get("condition")
+        if cond is not None:
+            batch.model_kwargs["condition"] = cond * (~drop_image).to(cond.dtype).view(n, 1)
+        batch.extras.update(text_dropped=drop_text.tolist(), image_dropped=drop_image.tolist() if cond is not None else [])
+        return batch
+
+
+def build_dreamvideo_model(backbone: Any, config: DreamVideoConfig, *, condition_dim: int):
+    """Fresh DreamVideo-style adapters (seeded) around ``backbone.transformer`` (config resolved)."""
+    from dualreal.adapters import DualRealAdapters, DualRealModel
+    from dualreal.controller import FixedFusionWeights
+
+    tr = backbone.transformer
+    cfg = tr.config
+    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        adapters = DualRealAdapters(
+            int(cfg.num_layers),
+            inner,
+            bottleneck_dim=int(config.bottleneck),
+            condition_dim=condition_dim,
+            condition_scale=config.condition_scale,
+            residual=config.residual_in_adapter,
+            identity_ff=config.identity_ff,
+        )
+    w_id, w_mo = config.weights
+    model = DualRealModel(tr, adapters, FixedFusionWeights(num_groups=1, identity_weight=w_id, motion_weight=w_mo))
+    model.adapters.to(next(tr.parameters()).device)
+    return model
+
+
+class DreamVideoMethod(CustomizationMethod):
+    """DreamVideo-style baseline (``dreamvideo``); see the module docstring.
+
+    Args:
+        backbone: a :class:`~dualreal.backbone.Backbone`.
+        **config: :class:`DreamVideoConfig` fields (unknown keys are an error).
+    """
+
+    name = "dreamvideo"
+    trainable = True
+
+    def __init__(self, backbone: Any, **config: Any) -> None:
+        super().__init__(backbone, **config)
+        self.dv_config = DreamVideoConfig.from_overrides(**config).resolve(backbone)
+        self._image_encoder = None
+        self.model = None
+        self.ref_embedding: torch.Tensor | None = None
+        self.last_fit: dict[str, Any] = {}
+
+    @property
+    def image_encoder(self) -> Any:
+        if self._image_encoder is None:
+            from dualreal.image_encoder import build_image_encoder
+
+            cfg = self.dv_config
+            self._image_encoder = build_image_encoder(
+                cfg.image_encoder, path=cfg.image_encoder_path, device=self.backbone.device, seed=cfg.seed
+            )
+        return self._image_encoder
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, **self.dv_config.to_dict(), "image_encoder_random_weights": self.dv_config.image_encoder == "tiny-random"}
+
+    def checkpoint_config(self, run: str) -> dict[str, Any]:
+        enc = self.image_encoder
+        fields = {k: v for k, v in self.dv_config.to_json_dict().items() if k not in ("weights", "uncond_condition")}
+        return {
+            **fields,
+            "_run": run,
+            "_backbone": self.backbone.source,
+            "_backbone_fingerprint": self.backbone.fingerprint(),
+            "_image_encoder": enc.name,
+            "_condition_dim": int(enc.embed_dim),
+        }
+
+    def _empty_prompt(self) -> torch.Tensor:
+        pipe = self.backbone.pipeline()
+        embeds, _ = pipe.encode_prompt(
+            "", do_classifier_free_guidance=False, max_sequence_length=self.backbone.max_text_seq_length, device=self.backbone.device
+        )
+        return embeds.detach().float().cpu()
+
+    def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:
+        """Train (or load) the identity run, then the motion run, into ``workdir/{identity,motion}``.
+
+        Raises:
+            ValueError: a run folder trained with another configuration, or bad data.
+        """
+        from dualreal.trainer import CaseBatchSource, encode_case, load_finished, load_trainable, train
+
+        cfg = self.dv_config
+        workdir = Path(workdir)
+        encoder = self.image_encoder
+        model = build_dreamvideo_model(self.backbone, cfg, condition_dim=encoder.embed_dim)
+        groups = model.parameter_groups()
+        encoded = None
+        status = {}
+        tr = self.backbone.transformer
+        if cfg.gradient_checkpointing:
+            tr.enable_gradient_checkpointing()
+        try:
+            for kind, ratio, steps in (("identity", 0.0, cfg.identity_steps), ("motion", 1.0, cfg.motion_steps)):
+                folder = workdir / kind
+                params = groups[kind]
+                load = lambda m, f, params=params: load_trainable(m, f, expected=params)  # noqa: E731
+                done = load_finished(folder, model, checkpoint_config=self.checkpoint_config(kind), load_fn=load)
+                if done is None:
+                    if encoded is None:
+                        encoded = encode_case(self.backbone, case, num_frames=cfg.train_frames, image_encoder=encoder)
+                    source = CaseBatchSource(
+                        encoded,
+                        motion_ratio=ratio,
+                        motion_batch_size=cfg.motion_batch_size,
+                        identity_batch_size=cfg.identity_batch_size,
+                        condition=kind == "motion",
+                    )
+                    if kind == "motion":
+                        source = DropoutBatchSource(
+                            source,
+                            empty_prompt_embeds=self._empty_prompt(),
+                            text_dropout=cfg.text_dropout,
+                            image_dropout=cfg.image_dropout,
+                        )
+                    model.identity_enabled = kind == "identity"
+                    model.motion_enabled = kind == "motion"
+                    with model.attached():
+                        done = train(
+                            tr,
+                            {kind: params},
+                            source,
+                            noise_scheduler=self.backbone.scheduler,
+                            config=cfg.trainer_config(f"dreamvideo-{kind}", train_steps=steps),
+                            model=model,
+                            workdir=folder,
+                            checkpoint_config=self.checkpoint_config(kind),
+                            load_fn=load,
+                            progress=progress,
+                        )
+                status[kind] = {"resumed": done.resumed, "steps": done.steps}
+        finally:
+            model.identity_enabled = model.motion_enabled = True
+            if cfg.gradient_checkpointing:
+                tr.disable_gradient_checkpointing()
+        model.eval()
+        self.model = model
+        self.ref_embedding = encoder.encode(case.ref_image.unsqueeze(0))
+        self.last_fit = status
+
+    def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
+        """One video with both adapters at full strength; the prompt keeps its ``*`` token.
+
+        Raises:
+            RuntimeError: :meth:`fit` was not called.
+        """
+        if self.model is None:
+            raise RuntimeError("dreamvideo.generate needs a fitted case: call fit(case, workdir) first")
+        from dualreal.pipeline import DualRealPipeline
+
+        d = self.backbone.defaults
+        cfg = self.dv_config
+        pipe = DualRealPipeline.from_backbone(self.backbone, self.model, uncond_condition=cfg.uncond_condition)
+        out = pipe(
+            prompt,
+            ref_embedding=self.ref_embedding,
+            num_frames=settings.num_frames or d["num_frames"],
+            height=settings.height or d["height"],
+            width=settings.width or d["width"],
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            seed=seed,
+        )
+        extras = {"dreamvideo": {"weights": list(cfg.weights), "uncond_condition": cfg.uncond_condition, "bottleneck": cfg.bottleneck}}
+        return GeneratedVideo(frames=out.frames, fps=settings.fps, extras=extras)
