@@ -190,7 +190,10 @@ class Backbone:
 
     def fingerprint(self) -> str:
         """A short hash of the transformer's config and first weights: tells backbones apart."""
-        cfg = json.dumps(dict(self.transformer.config), sort_keys=True, default=str)
+        # diffusers' private config keys (e.g. ``_use_default_values``, a list in set order) vary
+        # between processes; only the public architecture keys identify the backbone.
+        public = {k: v for k, v in dict(self.transformer.config).items() if not k.startswith("_")}
+        cfg = json.dumps(public, sort_keys=True, default=str)
         h = hashlib.sha256(cfg.encode())
         first = next(iter(self.transformer.parameters()))
         if first.device.type != "meta":

@@ -70,3 +70,17 @@ def test_cogvideox_generation_is_deterministic(tiny_backbone):
     assert a.frames.shape == (d["num_frames"], d["height"], d["width"], 3) and a.frames.dtype == torch.uint8
     assert torch.equal(a.frames, b.frames) and not torch.equal(a.frames, c.frames)
     assert strip_identity_token("a dog * wearing a cape") == "a dog wearing a cape"
+
+
+def test_fingerprint_is_stable_across_processes():
+    """Checkpoints are matched to backbones by fingerprint: it must not depend on hash seeds."""
+    import subprocess
+    import sys
+
+    code = "from dualreal.backbone import load_backbone; print(load_backbone('tiny').fingerprint())"
+    prints = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**__import__('os').environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(prints) == 1, prints
