@@ -61,7 +61,7 @@ TINY_PRESET: dict[str, Any] = {
         sample_frames=9,
         patch_size=2,
         temporal_compression_ratio=4,
-        max_text_seq_length=226,
+        max_text_seq_length=96,
         use_rotary_positional_embeddings=True,
         use_learned_positional_embeddings=False,
     ),
@@ -201,7 +201,7 @@ class Backbone:
         return h.hexdigest()[:12]
 
 
-def build_tiny_tokenizer(model_max_length: int = 226):
+def build_tiny_tokenizer(model_max_length: int = 96):
     """A byte-level fast tokenizer that needs no download (for the ``tiny`` preset).
 
     Every UTF-8 byte is one token (ids 3..258), with ``<pad>`` = 0, ``</s>`` = 1 (appended, as T5
