@@ -10,6 +10,7 @@ backbone-dependent defaults, the way :class:`dualreal.config.DualRealConfig` doe
   prompts must fit in a minute or two on two CPU cores). ``dualbench run --train-steps N``
   overrides both.
 * ``lr_warmup_steps``: a fraction of ``train_steps`` (``warmup_fraction``).
+* ``motion_batch_size``: clips per motion step, the paper's 3 on a real backbone, 1 on ``tiny``.
 * ``train_frames``: the backbone's default clip length (49 / 9).
 * ``mixed_precision``: from the backbone's dtype.
 """
@@ -52,7 +53,8 @@ class BaselineConfig:
         learning_rate, adam_beta1, adam_beta2, weight_decay, adam_epsilon, max_grad_norm: AdamW and
             gradient clipping.
         lr_scheduler, lr_num_cycles: diffusers ``get_scheduler`` name and cycles.
-        motion_batch_size, identity_batch_size: clips / images per step.
+        motion_batch_size: clips per motion step (``None``: 3, or 1 on ``tiny``).
+        identity_batch_size: images per identity step.
         gradient_accumulation_steps: micro-batches per optimiser step.
         train_frames: frames per training clip (4k+1); ``None`` → the backbone's default.
         mixed_precision: ``auto`` (from the backbone dtype), ``no``, ``bf16``, ``fp16``.
@@ -65,6 +67,9 @@ class BaselineConfig:
     PAPER_STEPS: ClassVar[int] = 1000
     TINY_STEPS: ClassVar[int] = 3
     WARMUP_FRACTION: ClassVar[float] = 0.2
+    #: Default clips per motion step on a real backbone and on ``tiny``.
+    PAPER_MOTION_BATCH: ClassVar[int] = 3
+    TINY_MOTION_BATCH: ClassVar[int] = 1
 
     train_steps: int | None = None
     lr_warmup_steps: int | None = None
@@ -76,7 +81,7 @@ class BaselineConfig:
     max_grad_norm: float | None = 1.0
     lr_scheduler: str = "cosine_with_restarts"
     lr_num_cycles: int = 1
-    motion_batch_size: int = 3
+    motion_batch_size: int | None = None
     identity_batch_size: int = 1
     gradient_accumulation_steps: int = 1
     train_frames: int | None = None
@@ -101,7 +106,7 @@ class BaselineConfig:
             raise ValueError(f"train_steps must be >= 1, got {self.train_steps}")
         if self.lr_warmup_steps is not None and self.lr_warmup_steps < 0:
             raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
-        if self.motion_batch_size < 1 or self.identity_batch_size < 1:
+        if (self.motion_batch_size is not None and self.motion_batch_size < 1) or self.identity_batch_size < 1:
             raise ValueError("motion_batch_size and identity_batch_size must be >= 1")
         if self.gradient_accumulation_steps < 1:
             raise ValueError("gradient_accumulation_steps must be >= 1")
@@ -141,6 +146,7 @@ class BaselineConfig:
             self,
             train_steps=steps,
             lr_warmup_steps=warmup,
+            motion_batch_size=self.motion_batch_size or (self.TINY_MOTION_BATCH if tiny else self.PAPER_MOTION_BATCH),
             train_frames=self.train_frames or int(backbone.defaults["num_frames"]),
             mixed_precision=mixed,
             resolved_for=str(getattr(backbone, "source", "unknown")),

@@ -382,7 +382,7 @@ class MotionBoothConfig(BaselineConfig):
     adam_beta2: float = 0.999
     weight_decay: float = 0.01
     lr_scheduler: str = "constant"
-    motion_batch_size: int = 1
+    PAPER_MOTION_BATCH: ClassVar[int] = 1  # MotionBooth's video batch
     trainable: str = "attn"
     attn_loss_weight: float = 0.01
     video_loss_weight: float = 1.0
@@ -530,6 +530,9 @@ class MotionBoothMethod(CustomizationMethod):
         def attention_loss(ctx):
             if ctx.kind != "identity" or cfg.attn_loss_weight <= 0:
                 return None
+            if not bool((control.token_mask.sum(-1) > 0).all()):  # a prompt without "<class> *"
+                control.reset()
+                return None
             b, f, _, h, w = ctx.model_output.shape
             amap = control.mean_map().reshape(b, f, h // patch, w // patch)
             m = torch.stack([resize_mask(masks[i], (h // patch, w // patch)) for i in ctx.batch.extras["indices"]])
@@ -620,7 +623,7 @@ class MotionBoothMethod(CustomizationMethod):
         d = self.backbone.defaults
         frames = settings.num_frames or d["num_frames"]
         height, width = settings.height or d["height"], settings.width or d["width"]
-        scale = 8 * int(tc.patch_size)  # VAE (8) × patch
+        scale = int(self.pipe.vae_scale_factor_spatial) * int(tc.patch_size)  # pixels per video token
         latent_frames = (frames - 1) // int(tc.temporal_compression_ratio) + 1
         tokens, phrase = subject_token_mask(self.backbone.tokenizer, prompt, self.class_word, self.backbone.max_text_seq_length)
         if not tokens.any():
@@ -659,7 +662,7 @@ class MotionBoothMethod(CustomizationMethod):
             raise RuntimeError("motionbooth.generate needs a fitted case: call fit(case, workdir) first")
         control = self.control
         plan = self.steering_plan(prompt, settings)
-        extras: dict[str, Any] = {"mask_source": self.mask_info.get("mask_source"), "motion_control": "off"}
+        extras: dict[str, Any] = {**self.mask_info, "motion_control": "off"}
         kwargs: dict[str, Any] = {}
         if plan is not None:
             cfg_branches = settings.guidance_scale > 1.0

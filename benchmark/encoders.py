@@ -534,41 +534,39 @@ class AmtInterpolator(_Loaded):
 # RAFT: original (princeton-vl, raft-things.pth) <-> torchvision state-dict layouts
 # --------------------------------------------------------------------------------------------
 
-# (original, torchvision); each rule applies at most once per key, in order.
-_RAFT_TO_TV = [
-    (r"^fnet\.", "feature_encoder."),
-    (r"^cnet\.", "context_encoder."),
-    (r"^(feature_encoder|context_encoder)\.conv1\.", r"\1.convnormrelu.0."),
-    (r"^(feature_encoder|context_encoder)\.norm1\.", r"\1.convnormrelu.1."),
-    (r"^(feature_encoder|context_encoder)\.conv2\.", r"\1.conv."),
-    (r"\.(layer\d\.\d)\.conv1\.", r".\1.convnormrelu1.0."),
-    (r"\.(layer\d\.\d)\.norm1\.", r".\1.convnormrelu1.1."),
-    (r"\.(layer\d\.\d)\.conv2\.", r".\1.convnormrelu2.0."),
-    (r"\.(layer\d\.\d)\.norm2\.", r".\1.convnormrelu2.1."),
-    (r"^update_block\.encoder\.convc(\d)\.", r"update_block.motion_encoder.convcorr\1.0."),
-    (r"^update_block\.encoder\.convf(\d)\.", r"update_block.motion_encoder.convflow\1.0."),
-    (r"^update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
-    (r"^update_block\.gru\.conv([zrq])(\d)\.", r"update_block.recurrent_block.convgru\2.conv\1."),
-    (r"^update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
-    (r"^update_block\.mask\.2\.", "mask_predictor.conv."),
+# (original, torchvision) key patterns, used in both directions; each rule applies at most once per
+# key, in order. Placeholders: <enc> an encoder (either naming), <layer> "layerN.i", <n> a digit,
+# <g> a GRU gate.
+_RAFT_KEYS = [
+    ("fnet.", "feature_encoder."),
+    ("cnet.", "context_encoder."),
+    ("<enc>.conv1.", "<enc>.convnormrelu.0."),
+    ("<enc>.norm1.", "<enc>.convnormrelu.1."),
+    ("<enc>.conv2.", "<enc>.conv."),
+    ("<enc>.<layer>.conv1.", "<enc>.<layer>.convnormrelu1.0."),
+    ("<enc>.<layer>.norm1.", "<enc>.<layer>.convnormrelu1.1."),
+    ("<enc>.<layer>.conv2.", "<enc>.<layer>.convnormrelu2.0."),
+    ("<enc>.<layer>.norm2.", "<enc>.<layer>.convnormrelu2.1."),
+    ("update_block.encoder.convc<n>.", "update_block.motion_encoder.convcorr<n>.0."),
+    ("update_block.encoder.convf<n>.", "update_block.motion_encoder.convflow<n>.0."),
+    ("update_block.encoder.conv.", "update_block.motion_encoder.conv.0."),
+    ("update_block.gru.conv<g><n>.", "update_block.recurrent_block.convgru<n>.conv<g>."),
+    ("update_block.mask.0.", "mask_predictor.convrelu.0."),
+    ("update_block.mask.2.", "mask_predictor.conv."),
 ]
-_RAFT_TO_ORIG = [
-    (r"^feature_encoder\.", "fnet."),
-    (r"^context_encoder\.", "cnet."),
-    (r"^(fnet|cnet)\.convnormrelu\.0\.", r"\1.conv1."),
-    (r"^(fnet|cnet)\.convnormrelu\.1\.", r"\1.norm1."),
-    (r"^(fnet|cnet)\.conv\.", r"\1.conv2."),
-    (r"\.(layer\d\.\d)\.convnormrelu1\.0\.", r".\1.conv1."),
-    (r"\.(layer\d\.\d)\.convnormrelu1\.1\.", r".\1.norm1."),
-    (r"\.(layer\d\.\d)\.convnormrelu2\.0\.", r".\1.conv2."),
-    (r"\.(layer\d\.\d)\.convnormrelu2\.1\.", r".\1.norm2."),
-    (r"^update_block\.motion_encoder\.convcorr(\d)\.0\.", r"update_block.encoder.convc\1."),
-    (r"^update_block\.motion_encoder\.convflow(\d)\.0\.", r"update_block.encoder.convf\1."),
-    (r"^update_block\.motion_encoder\.conv\.0\.", "update_block.encoder.conv."),
-    (r"^update_block\.recurrent_block\.convgru(\d)\.conv([zrq])\.", r"update_block.gru.conv\2\1."),
-    (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."),
-    (r"^mask_predictor\.conv\.", "update_block.mask.2."),
-]
+_PLACEHOLDERS = {"enc": r"fnet|cnet|feature_encoder|context_encoder", "layer": r"layer\d\.\d", "n": r"\d", "g": r"[zrq]"}
+
+
+def _compile_rules(pairs) -> list[tuple[re.Pattern, str]]:
+    rules = []
+    for src, dst in pairs:
+        pattern = "^" + re.sub(r"<(\w+)>", lambda m: f"(?P<{m.group(1)}>{_PLACEHOLDERS[m.group(1)]})", re.escape(src).replace(r"\<", "<").replace(r"\>", ">"))
+        rules.append((re.compile(pattern), re.sub(r"<(\w+)>", r"\\g<\1>", dst)))
+    return rules
+
+
+_RAFT_TO_TV = _compile_rules(_RAFT_KEYS)
+_RAFT_TO_ORIG = _compile_rules([(tv, orig) for orig, tv in _RAFT_KEYS])
 # In the original ResidualBlock, ``norm3`` *is* ``downsample[1]``: the same tensors under two names.
 _RAFT_NORM3 = re.compile(r"^(fnet|cnet)\.(layer\d\.\d)\.norm3\.")
 _RAFT_DOWNSAMPLE_NORM = re.compile(r"^(fnet|cnet)\.(layer\d\.\d)\.downsample\.1\.(.+)$")
@@ -576,7 +574,7 @@ _RAFT_DOWNSAMPLE_NORM = re.compile(r"^(fnet|cnet)\.(layer\d\.\d)\.downsample\.1\
 
 def _rename(key: str, rules) -> str:
     for pattern, repl in rules:
-        key = re.sub(pattern, repl, key, count=1)
+        key = pattern.sub(repl, key, count=1)
     return key
 
 
@@ -823,19 +821,20 @@ _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_encoder(
-    name: str,
-    *,
-    weights_dir: str | os.PathLike | None = None,
-    random_weights: bool = False,
-    random_arch: str = "full",
-    device: str | torch.device = "cpu",
-):
-    """:func:`load_encoder`, once per process for the same arguments (the scorer's entry point)."""
-    key = (name, str(Path(weights_dir).resolve()) if weights_dir is not None else None, bool(random_weights), random_arch if random_weights else None, str(torch.device(device)))
+def get_encoder(name: str, **kwargs):
+    """:func:`load_encoder` with the same arguments, loaded once per process (the scorer's entry
+    point: every Scorer and the run loop share the loaded networks)."""
+    wd, rw = kwargs.get("weights_dir"), bool(kwargs.get("random_weights", False))
+    key = (
+        name,
+        str(Path(wd).resolve()) if wd is not None else None,
+        rw,
+        kwargs.get("random_arch", "full") if rw else None,
+        str(torch.device(kwargs.get("device", "cpu"))),
+    )
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_encoder(name, weights_dir=weights_dir, random_weights=random_weights, random_arch=random_arch, device=device)
+            _CACHE[key] = load_encoder(name, **kwargs)
         return _CACHE[key]
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
@@ -361,7 +362,7 @@ def eval_command(
         raise typer.BadParameter("--random-weights and --weights-dir are mutually exclusive")
     if out is not None and out.suffix.lower() not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"--out {out}: use one of {', '.join(OUTPUT_FORMATS)}")
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # piped: don't squeeze to 80
     try:
         df = evaluate_paths(
             videos, prompts=prompts, use_filename_prompts=filename_prompts, refs=refs, motion_refs=motion_refs,

@@ -53,6 +53,19 @@ def register(name: str, target: str, summary: str = "", **overrides: Any) -> Met
 
 # --- the registry: one line per method -------------------------------------------------------
 register("cogvideox", "baselines.cogvideox:CogVideoXMethod", "the backbone as is, no customisation")
+register("dualreal", "dualreal.method:DualRealMethod", "DualReal: joint training, gradient mask, StageBlender n=7")
+register("dualreal-no-joint", "dualreal.method:DualRealMethod", "w/o Dual-aware Adaptation: adapters trained apart, fixed 0.1/0.1", joint=False, use_controller=False)
+register("dualreal-no-controller", "dualreal.method:DualRealMethod", "w/o StageBlender: joint training, fixed w_id = w_mo = 0.1", use_controller=False)
+register("dualreal-groups-1", "dualreal.method:DualRealMethod", "StageBlender with n=1 (w/o weight groups)", num_groups=1)
+register("dualreal-groups-2", "dualreal.method:DualRealMethod", "StageBlender with n=2 groups", num_groups=2)
+register("dualreal-groups-7", "dualreal.method:DualRealMethod", "StageBlender with n=7 groups (= dualreal)", num_groups=7)
+register("dualreal-groups-42", "dualreal.method:DualRealMethod", "StageBlender with n=42 (one weight per block)", num_groups=42)
+register("dualreal-no-mask", "dualreal.method:DualRealMethod", "joint training without the gradient mask", gradient_mask=False)
+register("lora", "baselines.lora:LoRAMethod", "identity + motion LoRAs as two peft adapters (true sum)", combine="adapters")
+register("lora-paper-merge", "baselines.lora:LoRAMethod", "the paper's LoRA row: key-wise 0.5/0.5 merge of A and B", combine="paper-merge")
+register("lora-joint", "baselines.lora:LoRAMethod", "one LoRA trained with DualReal's Bernoulli image/clip sampler", combine="joint")
+register("dreamvideo", "baselines.dreamvideo:DreamVideoMethod", "DreamVideo-style: identity and motion adapters trained apart")
+register("motionbooth", "baselines.motionbooth:MotionBoothMethod", "MotionBooth-style: masked + attention losses, flow-box steering")
 
 
 def get_spec(name: str) -> MethodSpec:

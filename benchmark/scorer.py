@@ -172,7 +172,8 @@ class Scorer:
         random_arch: with ``random_weights``: ``"full"`` architectures, or ``"small"`` ones of the
             same families for fast CPU smoke runs.
         batch_size: frames per batch through the image encoders.
-        pair_batch_size: frame pairs per batch through RAFT and AMT.
+        pair_batch_size: frame pairs per batch through RAFT and AMT; ``None`` → 1 on CPU (batching
+            their full-resolution convolutions is slower there) and 8 on GPU.
 
     Raises:
         ValueError: unknown metric; ``random_weights`` with ``weights_dir``.
@@ -190,7 +191,7 @@ class Scorer:
         cache_dir: str | os.PathLike | None = None,
         random_arch: str = "full",
         batch_size: int = 32,
-        pair_batch_size: int = 4,
+        pair_batch_size: int | None = None,
     ):
         if random_weights and weights_dir is not None:
             raise ValueError("random_weights=True and weights_dir are mutually exclusive")
@@ -204,7 +205,7 @@ class Scorer:
         self.dd_pad_multiple = dd_pad_multiple
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
-        self.pair_batch_size = pair_batch_size
+        self.pair_batch_size = pair_batch_size or (1 if self.device.type == "cpu" else 8)
         #: seconds spent per stage (decode, each encoder, temporal_flickering), summed over calls.
         self.timings: dict[str, float] = defaultdict(float)
         self._refs: dict[tuple[str, str], torch.Tensor] = {}

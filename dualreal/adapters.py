@@ -402,7 +402,9 @@ class DualRealModel(nn.Module):
             encoder_hidden_states: ``(B, L, D)`` T5 prompt embeddings.
             timestep: ``(B,)`` integer timesteps.
             image_rotary_emb: rotary embeddings (cos, sin) for rotary backbones.
-            condition: ``(B, e)`` / ``(1, e)`` reference-image embeddings, or ``None``.
+            condition: ``(B, e)`` / ``(1, e)`` reference-image embeddings, or ``None``. When the
+                model is already attached it replaces the attachment's condition until the next
+                forward pass.
             attention_kwargs, return_dict: passed to the transformer.
 
         Returns:
@@ -414,15 +416,21 @@ class DualRealModel(nn.Module):
                 "with gradient checkpointing the hooks must outlive backward: "
                 "wrap the training loop in `with model.attached(): ...`"
             )
+        kwargs = dict(
+            hidden_states=hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            timestep=timestep,
+            image_rotary_emb=image_rotary_emb,
+            attention_kwargs=attention_kwargs,
+            return_dict=return_dict,
+        )
+        if self.is_attached:
+            # The condition stays set until the next forward pass: blocks recomputed during
+            # backward (gradient checkpointing) must see the same condition as the forward pass.
+            self._state.condition = condition
+            return self.transformer(**kwargs)
         with self.attached(condition=condition, trace=self._state.trace):
-            return self.transformer(
-                hidden_states=hidden_states,
-                encoder_hidden_states=encoder_hidden_states,
-                timestep=timestep,
-                image_rotary_emb=image_rotary_emb,
-                attention_kwargs=attention_kwargs,
-                return_dict=return_dict,
-            )
+            return self.transformer(**kwargs)
 
     # ------------------------------------------------------------------ hooks
     def _on_transformer_start(self, module, args, kwargs) -> None:
@@ -463,28 +471,31 @@ class DualRealModel(nn.Module):
         return c.expand(batch, -1) if c.shape[0] == 1 and batch != 1 else c
 
     def _adapter_delta(self, index: int, branch: str, parts: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``w_id·A_id(x) + w_mo·A_mo(x)`` for each token chunk in ``parts`` (DA-Block, §1)."""
+        """``w_id·A_id(x) + w_mo·A_mo(x)`` for each token chunk in ``parts`` (DA-Block, §1).
+
+        Both adapters run as one fused bottleneck: ``[W_down_id; W_down_mo]`` reads ``x`` once
+        (``C → 2d``), the per-sample weights scale the two halves of the GELU output, and
+        ``[W_up_id, W_up_mo]`` writes one ``(B, N, C)`` result (``2d → C``); the skip terms become
+        ``(w_id + w_mo)·x``. This is exactly the sum of the two adapters (tested against
+        :meth:`BottleneckAdapter.forward`) with half the passes over the activations.
+        """
         st = self._state
         if st.w_id is None:
             raise RuntimeError("adapter hook ran before the controller (is the model attached?)")
         group = self.block_groups[index]
         block = self.adapters.blocks[index]
         batch = parts[0].shape[0]
-        deltas: list[torch.Tensor | None] = [None] * len(parts)
+        active: list[tuple[BottleneckAdapter, torch.Tensor, torch.Tensor | None]] = []
         identity = block.identity_attn if branch == "attn" else block.identity_ff
         if self.identity_enabled and identity is not None:  # identity_ff may be absent
-            adapter = identity
-            w = st.w_id[:, group].view(batch, 1, 1)
-            for k, x in enumerate(parts):
-                deltas[k] = w * adapter(x)
+            active.append((identity, st.w_id[:, group].view(batch, 1, 1), None))
         if self.motion_enabled:
-            adapter = block.motion_attn if branch == "attn" else block.motion_ff
-            cond_term = adapter.condition_term(self._condition(batch))  # once per sample
-            w = st.w_mo[:, group].view(batch, 1, 1)
-            for k, x in enumerate(parts):
-                term = w * adapter(x, cond_term)
-                deltas[k] = term if deltas[k] is None else deltas[k] + term
-        return [d if d is not None else torch.zeros_like(x) for d, x in zip(deltas, parts)]
+            motion = block.motion_attn if branch == "attn" else block.motion_ff
+            cond_term = motion.condition_term(self._condition(batch))  # once per sample
+            active.append((motion, st.w_mo[:, group].view(batch, 1, 1), cond_term))
+        if not active:
+            return [torch.zeros_like(x) for x in parts]
+        return [_fused_adapters(x, active) for x in parts]
 
     def _attention_hook(self, index: int):
         def hook(module, args, kwargs, output):
@@ -503,3 +514,42 @@ class DualRealModel(nn.Module):
             return output + delta.to(output.dtype)
 
         return hook
+
+
+def _fused_adapters(
+    x: torch.Tensor, active: list[tuple[BottleneckAdapter, torch.Tensor, torch.Tensor | None]]
+) -> torch.Tensor:
+    """``Σ_a w_a · A_a(x)`` over adapters ``a`` in one down- and one up-projection.
+
+    Args:
+        x: ``(B, N, C)`` tokens.
+        active: ``(adapter, weight (B, 1, 1), cond_term (B, d) or None)`` per adapter.
+
+    Returns:
+        ``(B, N, C)`` in ``x``'s dtype.
+    """
+    first = active[0][0]
+    if len(active) == 1:
+        adapter, weight, cond_term = active[0]
+        out = adapter(x, cond_term)
+        return (weight.to(out.dtype) * out).to(x.dtype)
+    batch = x.shape[0]
+    xin = x.to(first.down.weight.dtype) if not torch.is_autocast_enabled(x.device.type) else x
+    w_down = torch.cat([a.down.weight for a, _, _ in active])  # (k·d, C)
+    b_down = torch.cat([a.down.bias for a, _, _ in active])
+    h = F.linear(xin, w_down, b_down)  # (B, N, k·d)
+    if any(ct is not None for _, _, ct in active):
+        terms = [
+            ct.to(h.dtype) if ct is not None else h.new_zeros(batch, a.bottleneck_dim) for a, _, ct in active
+        ]
+        h = h + torch.cat(terms, dim=1).unsqueeze(1)
+    scale = torch.cat([w.to(h.dtype).expand(batch, 1, a.bottleneck_dim) for a, w, _ in active], dim=2)
+    h = F.gelu(h) * scale
+    w_up = torch.cat([a.up.weight for a, _, _ in active], dim=1)  # (C, k·d)
+    out = F.linear(h, w_up)
+    bias = sum(w.to(out.dtype) * a.up.bias.to(out.dtype) for a, w, _ in active)  # (B, 1, C)
+    skip = [w for a, w, _ in active if a.residual]
+    out = out + bias
+    if skip:
+        out = out + sum(skip).to(out.dtype) * xin.to(out.dtype)
+    return out.to(x.dtype)

@@ -147,6 +147,7 @@ def resolve_openclip_weights(
     model_name: str = "ViT-H-14",
     pretrained: str = "laion2b_s32b_b79k",
     path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Find an OpenCLIP checkpoint: explicit path → ``$DUALREAL_OPENCLIP`` → HF hub cache → error.
 
@@ -154,6 +155,7 @@ def resolve_openclip_weights(
         model_name, pretrained: the open_clip architecture and tag.
         path: a checkpoint file, or a folder holding ``open_clip_model.safetensors`` /
             ``open_clip_pytorch_model.bin``.
+        cache_dir: Hugging Face hub cache to look in (default: the hub's standard cache).
 
     Raises:
         ImageEncoderError: nothing found; the message names the file and the places searched.
@@ -176,7 +178,7 @@ def resolve_openclip_weights(
             from huggingface_hub import try_to_load_from_cache
 
             for name in _CHECKPOINT_NAMES:
-                hit = try_to_load_from_cache(repo_id=repo, filename=name)
+                hit = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
                 if isinstance(hit, str) and Path(hit).is_file():
                     return Path(hit)
         except ImportError:  # pragma: no cover - huggingface_hub ships with diffusers

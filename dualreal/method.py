@@ -216,6 +216,11 @@ class DualRealMethod(CustomizationMethod):
         **config: :class:`~dualreal.config.DualRealConfig` fields (unknown keys are an error); the
             registry's ablation names pass theirs, ``dualbench run --train-steps`` passes
             ``train_steps``.
+
+    Raises:
+        ValueError: an unknown option or a bad combination.
+        dualreal.image_encoder.ImageEncoderError: the OpenCLIP weights of a real backbone are not
+            found (checked here, before any work).
     """
 
     name = "dualreal"
@@ -224,6 +229,11 @@ class DualRealMethod(CustomizationMethod):
     def __init__(self, backbone: Any, **config: Any) -> None:
         super().__init__(backbone, **config)
         self.dualreal_config = DualRealConfig.from_overrides(**config).resolve(backbone)
+        if self.dualreal_config.image_encoder != "tiny-random":
+            from dualreal.image_encoder import resolve_openclip_weights
+
+            # fail before any work when the OpenCLIP weights are missing (the error says where to put them)
+            resolve_openclip_weights(self.dualreal_config.image_encoder, path=self.dualreal_config.image_encoder_path)
         self._image_encoder: Any | None = None
         self.model: DualRealModel | None = None
         self.ref_embedding: torch.Tensor | None = None
@@ -271,7 +281,7 @@ class DualRealMethod(CustomizationMethod):
         """
         cfg = self.dualreal_config
         workdir = Path(workdir)
-        encoder = self.image_encoder
+        encoder = self.image_encoder.to(self.backbone.device)
         ckpt_cfg = self.checkpoint_config()
         model = build_dualreal_model(self.backbone, cfg, condition_dim=encoder.embed_dim)
         done = load_finished(
@@ -288,6 +298,8 @@ class DualRealMethod(CustomizationMethod):
             out = train_dualreal(self.backbone, model, encoded, cfg, workdir=workdir, checkpoint_config=ckpt_cfg, progress=progress)
             self.ref_embedding = encoded.ref_embedding
             self.last_fit = {"resumed": False, "runs": out["runs"]}
+        if self.backbone.device.type != "cpu":
+            encoder.to("cpu")  # only the reference embedding is needed from here on
         model.eval()
         self.model = model
         self.case_name = case.name

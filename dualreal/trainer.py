@@ -45,13 +45,16 @@ Gradient mask. Before the micro-batches of a step, every parameter of an inactiv
 ``requires_grad=False``: no gradient is computed for it at all, so it stays ``None``; after each
 backward any gradient an inactive parameter still has is dropped (belt and braces). AdamW (torch and
 bitsandbytes) skips parameters whose gradient is ``None``: their weights, moments, step counts and
-weight decay are untouched — ``θ ← θ − M ⊙ ∇L`` exactly. Supported settings: single process and
-DDP (``accelerate launch``, multi-GPU / multi-node; DDP is built with ``find_unused_parameters=True``
-and leaves globally unused gradients untouched; the kind is drawn identically on every rank),
-gradient accumulation (the kind is fixed for the whole step), no/bf16/fp16 mixed precision. Engines
-that own the optimiser step or shard parameters (DeepSpeed, FSDP, Megatron) are **refused** when a
-mask is given — the released code masked gradients after ``backward`` under DeepSpeed ZeRO, which
-steps inside backward, so its mask silently did nothing.
+weight decay are untouched — ``θ ← θ − M ⊙ ∇L`` exactly. Supported settings: a single process;
+several processes each training their own model (``distributed="local"``, the default: the run loop
+shards *cases* across ``accelerate launch`` processes, so no rank may wait for another);
+data-parallel DDP of one model (``distributed="ddp"``, multi-GPU / multi-node; built with
+``find_unused_parameters=True``, which leaves globally unused gradients untouched; the kind is drawn
+identically on every rank); gradient accumulation (the kind is fixed for the whole step); no/bf16/
+fp16 mixed precision. Engines that own the optimiser step or shard parameters (DeepSpeed, FSDP,
+Megatron) are **refused** — the released code masked gradients after ``backward`` under DeepSpeed
+ZeRO, which steps inside backward, so its mask silently did nothing. Tests prove the invariant for
+one process, gradient accumulation, bf16 autocast and 2-process DDP.
 
 Resume: when ``workdir/train_state.json`` says ``finished`` (it is written last, atomically) the
 checkpoint is loaded instead of training; a different ``checkpoint_config`` is an error naming the
@@ -227,8 +230,17 @@ def encode_case(
         dist = vae.encode(_to_pixels(frames).to(device=device, dtype=dtype)).latent_dist
         return dist.parameters.detach().float().cpu()
 
+    def per_item(prompts: list[str], n: int, what: str, default: str | None = None) -> list[str]:
+        prompts = list(prompts) or ([default] if default else [])
+        if len(prompts) == 1:
+            return prompts * n
+        if len(prompts) != n:
+            raise ValueError(f"case {case.name!r}: {len(prompts)} {what} prompts for {n} {what} items")
+        return prompts
+
+    identity_prompts = per_item(case.identity_prompts, len(case.identity_images), "identity", f"{case.class_word} *")
+    motion_prompts = per_item(case.motion_prompts, len(case.motion_clips), "motion")
     identity_latents = [posterior(img.unsqueeze(0)) for img in case.identity_images]
-    identity_prompts = list(case.identity_prompts) or [f"{case.class_word} *"] * len(case.identity_images)
     motion_latents = [posterior(clip[:num_frames]) for clip in case.motion_clips]
     frame_embeds = ref = None
     if image_encoder is not None:
@@ -238,7 +250,7 @@ def encode_case(
         identity_latents=identity_latents,
         identity_prompt_embeds=[embed_prompt(p) for p in identity_prompts],
         motion_latents=motion_latents,
-        motion_prompt_embeds=[embed_prompt(p) for p in case.motion_prompts],
+        motion_prompt_embeds=[embed_prompt(p) for p in motion_prompts],
         motion_frame_embeds=frame_embeds,
         ref_embedding=ref,
         scaling_factor=float(vae.config.scaling_factor),
@@ -529,6 +541,10 @@ class TrainerConfig:
         seed: seeds the step kinds (shared by all ranks) and the batches, noise and timesteps
             (``seed + 1 + rank``).
         device: ``None`` → the device of the model's parameters.
+        distributed: ``"local"`` (default): every process trains its own model on its own data with
+            no communication — the run loop shards *cases* across processes, so ranks train different
+            cases and must never synchronise; ``"ddp"``: all processes train one model together
+            (DistributedDataParallel, gradients averaged, rank 0 writes the checkpoint).
         description: progress-bar label.
     """
 
@@ -547,6 +563,7 @@ class TrainerConfig:
     use_8bit_adam: bool = False
     seed: int = 42
     device: str | None = None
+    distributed: str = "local"
     description: str = "train"
 
     def to_dict(self) -> dict[str, Any]:
@@ -633,15 +650,18 @@ def _make_accelerator(config: TrainerConfig, device: torch.device, masked: bool)
             raise
         AcceleratorState._reset_state()  # noqa: SLF001
         accelerator = build()
-    if masked and accelerator.distributed_type in (
+    if accelerator.distributed_type in (
         DistributedType.DEEPSPEED,
         DistributedType.FSDP,
         DistributedType.MEGATRON_LM,
     ):
+        why = (
+            "the gradient mask cannot be guaranteed" if masked else "the shared trainer does not support it"
+        )
         raise MaskUnsupportedError(
-            f"the gradient mask cannot be guaranteed under {accelerator.distributed_type.value}: the engine "
-            "owns the optimiser step (DeepSpeed steps inside backward) or shards parameters into flat "
-            "buffers; use plain DDP (`accelerate launch --multi_gpu`) or single-process training"
+            f"{accelerator.distributed_type.value}: {why} — the engine owns the optimiser step (DeepSpeed "
+            "steps inside backward) or shards parameters into flat buffers; launch with plain DDP "
+            "(`accelerate launch --multi_gpu`) or a single process"
         )
     return accelerator
 
@@ -692,6 +712,8 @@ def train(
             DeepSpeed / FSDP.
     """
     config = config or TrainerConfig()
+    if config.distributed not in ("local", "ddp"):
+        raise ValueError(f"distributed must be 'local' or 'ddp', got {config.distributed!r}")
     model = model if model is not None else transformer
     workdir = Path(workdir) if workdir is not None else None
 
@@ -748,7 +770,9 @@ def train(
         optimizer = torch.optim.AdamW(param_groups, **opt_kwargs)
     from diffusers.optimization import get_scheduler
 
-    n_proc = accelerator.num_processes
+    ddp = config.distributed == "ddp"
+    # accelerate steps a prepared scheduler once per process; the diffusers scripts scale by it.
+    n_proc = accelerator.num_processes if ddp else 1
     lr_scheduler = get_scheduler(
         config.lr_scheduler,
         optimizer=optimizer,
@@ -756,20 +780,29 @@ def train(
         num_training_steps=config.train_steps * n_proc,
         num_cycles=config.lr_num_cycles,
     )
-    prepared, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if ddp:
+        prepared, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    else:  # local: no DDP wrapper, no barrier; autocast is applied around the forward below
+        if config.device is not None:
+            model.to(device)
+        prepared, optimizer = model, accelerator.prepare(optimizer)
+    data_device = next(prepared.parameters()).device
+    rank = accelerator.process_index if ddp else 0
+    main = accelerator.is_main_process if ddp else True
     input_dtype = next(transformer.parameters()).dtype
     forward = forward_fn or _default_forward
     extra_losses = dict(extra_losses or {})
     kind_rng = torch.Generator().manual_seed(config.seed)
-    data_rng = torch.Generator().manual_seed(config.seed + 1 + accelerator.process_index)
+    data_rng = torch.Generator().manual_seed(config.seed + 1 + rank)
     num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
     rotary_cache: dict[tuple[int, int, int], Any] = {}
 
     # 4. Progress
     bar = task = None
-    if progress is not None and accelerator.is_local_main_process:
+    show = accelerator.is_local_main_process or not ddp
+    if progress is not None and show:
         task = progress.add_task(config.description, total=config.train_steps)
-    elif accelerator.is_local_main_process and sys.stderr.isatty():
+    elif show and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.train_steps, desc=config.description, leave=False)
@@ -797,24 +830,25 @@ def train(
                 batch = source.next_batch(kind, data_rng)
                 with accelerator.accumulate(prepared):
                     # 5b. Noise, timesteps, v-target (CogVideoX's scheduler)
-                    latents = batch.latents.to(accelerator.device, torch.float32)
+                    latents = batch.latents.to(data_device, torch.float32)
                     bsz, frames, _, height, width = latents.shape
-                    noise = torch.randn(latents.shape, generator=data_rng).to(accelerator.device)
-                    timesteps = torch.randint(0, num_train_timesteps, (bsz,), generator=data_rng).to(accelerator.device)
+                    noise = torch.randn(latents.shape, generator=data_rng).to(data_device)
+                    timesteps = torch.randint(0, num_train_timesteps, (bsz,), generator=data_rng).to(data_device)
                     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
                     target = noise_scheduler.get_velocity(latents, noise, timesteps)
                     key = (frames, height, width)
                     if key not in rotary_cache:
-                        rotary_cache[key] = rotary_embeddings(transformer.config, frames, height, width, accelerator.device)
-                    batch.prompt_embeds = batch.prompt_embeds.to(accelerator.device, input_dtype)
+                        rotary_cache[key] = rotary_embeddings(transformer.config, frames, height, width, data_device)
+                    batch.prompt_embeds = batch.prompt_embeds.to(data_device, input_dtype)
                     batch.model_kwargs = {
-                        k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
+                        k: v.to(data_device) if isinstance(v, torch.Tensor) else v
                         for k, v in batch.model_kwargs.items()
                     }
                     if batch.loss_mask is not None:
-                        batch.loss_mask = batch.loss_mask.to(accelerator.device)
+                        batch.loss_mask = batch.loss_mask.to(data_device)
                     # 5c. Forward and losses
-                    pred = forward(prepared, batch, noisy.to(input_dtype), timesteps, rotary_cache[key])
+                    with accelerator.autocast():
+                        pred = forward(prepared, batch, noisy.to(input_dtype), timesteps, rotary_cache[key])
                     ctx = StepContext(
                         step=step, micro_step=micro, kind=kind, batch=batch, model=prepared,
                         model_output=pred, target=target, noisy_latents=noisy, timesteps=timesteps,
@@ -837,7 +871,10 @@ def train(
                         if with_grad:
                             accelerator.clip_grad_norm_(with_grad, config.max_grad_norm)
                     optimizer.step()
-                    lr_scheduler.step()
+                    if ddp:
+                        lr_scheduler.step()  # accelerate's wrapper skips non-sync and overflow steps
+                    elif accelerator.sync_gradients and not optimizer.step_was_skipped:
+                        lr_scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"{config.description}: loss became {step_loss} at step {step} ({kind})")
@@ -861,7 +898,8 @@ def train(
     # 6. Restore: every trainable parameter trainable again, model unwrapped, eval mode
     for p in all_params:
         p.requires_grad_(True)
-    accelerator.wait_for_everyone()
+    if ddp:
+        accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
     unwrapped.eval()
     result = TrainResult(
@@ -869,7 +907,7 @@ def train(
     )
 
     # 7. Checkpoint (main process), written atomically, "finished" marker last
-    if workdir is not None and accelerator.is_main_process:
+    if workdir is not None and main:
         state = {
             "finished": True,
             "steps": config.train_steps,
@@ -877,12 +915,13 @@ def train(
             "losses": losses,
             "seconds": round(seconds, 3),
             "trainer": config.to_dict(),
-            "num_processes": accelerator.num_processes,
+            "num_processes": n_proc,
         }
         writer = (lambda folder: save_fn(unwrapped, folder)) if save_fn else (
             lambda folder: save_trainable(unwrapped, parameter_groups, folder)
         )
         write_checkpoint(workdir, writer, checkpoint_config, state)
-    accelerator.wait_for_everyone()
+    if ddp:
+        accelerator.wait_for_everyone()
     accelerator.free_memory()
     return result

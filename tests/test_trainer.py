@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -243,7 +245,7 @@ def test_bad_groups_are_refused():
 
 DDP_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import json, sys, torch
     sys.path.insert(0, {tests!r})
     from test_trainer import Scripted, small_setup, snapshot, check_step
     from dualreal.method import dualreal_mask
@@ -260,28 +262,58 @@ DDP_SCRIPT = textwrap.dedent(
         seen["world"] = info.accelerator.num_processes
         snaps.append(snapshot(groups, info.optimizer))
     train(tr, groups, Scripted(kinds), noise_scheduler=sched, model=model, on_step_end=on_end,
-          config=TrainerConfig(train_steps=4, lr_warmup_steps=0, gradient_accumulation_steps=2),
+          config=TrainerConfig(train_steps=4, lr_warmup_steps=0, gradient_accumulation_steps=2, distributed="ddp"),
           active_groups=dualreal_mask)
     for i, k in enumerate(kinds):
         check_step(snaps[i], snaps[i + 1], k)
-    digest = sum(float(p.double().sum()) for ps in groups.values() for p in ps)
-    print("RESULT", seen["type"], seen["wrapped"], seen["world"], repr(digest), flush=True)
+    seen["digest"] = sum(float(p.detach().double().sum()) for ps in groups.values() for p in ps)
+    rank = torch.distributed.get_rank()
+
+    # distributed="local" (the run loop's case sharding): ranks train different numbers of steps,
+    # never wait for each other, and a rank's result does not depend on its rank.
+    tr, model, sched = small_setup()
+    local = {{}}
+    steps = 1 + 2 * rank
+    train(tr, model.parameter_groups(), Scripted(["motion", "identity", "motion"]), noise_scheduler=sched,
+          model=model, config=TrainerConfig(train_steps=steps, lr_warmup_steps=0),
+          active_groups=dualreal_mask, on_step_end=lambda info: local.update(type=type(info.model).__name__))
+    seen["local_model"] = local["type"]
+    seen["local_digest"] = sum(float(p.detach().double().sum()) for ps in model.parameter_groups().values() for p in ps)
+    open(f"result_{{rank}}.json", "w").write(json.dumps(seen))
     """
 )
 
 
 def test_gradient_mask_holds_under_ddp_with_two_processes(tmp_path):
-    """2 CPU processes (gloo) through accelerate: DDP wrapping, find_unused_parameters, masked
-    groups untouched on every rank, ranks stay in sync."""
+    """2 CPU processes (gloo) through accelerate. ``ddp``: DDP wrapping, find_unused_parameters,
+    masked groups untouched on every rank, ranks in sync. ``local``: no wrapping, no waiting, the
+    same result as a single process."""
     script = tmp_path / "ddp_mask.py"
     script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests")))
+    with socket.socket() as s:  # a free port for the rendezvous (torchrun does not take port 0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0", str(script)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(script)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(results) == 2
-    assert all(r[:3] == ["MULTI_CPU", "DistributedDataParallel", "2"] for r in results)
-    assert results[0][3] == results[1][3]  # identical parameters on both ranks after 4 steps
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+        out, err = proc.communicate()
+        pytest.fail(f"2-process run hung:\n{out[-2000:]}\n{err[-2000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    results = [json.loads((tmp_path / f"result_{rank}.json").read_text()) for rank in (0, 1)]
+    for r in results:
+        assert (r["type"], r["wrapped"], r["world"]) == ("MULTI_CPU", "DistributedDataParallel", 2)
+    assert results[0]["digest"] == results[1]["digest"]  # identical parameters on both ranks
+    assert results[0]["local_model"] == results[1]["local_model"] == "DualRealModel"  # not DDP-wrapped
+    assert results[0]["local_digest"] != results[1]["local_digest"]  # 1 vs 3 steps, no sync
+    tr, model, sched = small_setup()  # rank 0's local run, reproduced in this single process
+    train(tr, model.parameter_groups(), Scripted(["motion"]), noise_scheduler=sched, model=model,
+          config=TrainerConfig(train_steps=1, lr_warmup_steps=0), active_groups=dualreal_mask)
+    digest = sum(float(p.detach().double().sum()) for ps in model.parameter_groups().values() for p in ps)
+    assert digest == results[0]["local_digest"]

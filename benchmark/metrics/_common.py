@@ -5,6 +5,8 @@ Nothing here loads a model. Every function is pure (no state, no I/O).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +17,7 @@ __all__ = [
     "cosine_matrix",
     "mean_pairwise_cosine",
     "pad_to_multiple",
+    "padded_pair_batches",
     "unpad",
 ]
 
@@ -83,9 +86,12 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
 
-def mean_pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean of the ``(N, M)`` cosine matrix of :func:`cosine_matrix` (every pair counts once)."""
-    return float(cosine_matrix(a, b).mean())
+def mean_pairwise_cosine(frame_embeddings: torch.Tensor, ref_embeddings: torch.Tensor) -> float:
+    """Mean of the F×R cosine matrix of :func:`cosine_matrix` (every pair counts once): the
+    CLIP-I / DINO-I formula. Raises :class:`MetricUndefined` with no frame or no reference."""
+    frames = check_embeddings(frame_embeddings, name="frame_embeddings")
+    refs = check_embeddings(ref_embeddings, name="ref_embeddings")
+    return float(cosine_matrix(frames, refs).mean())
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -105,6 +111,31 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     if ph == 0 and pw == 0:
         return x, pads
     return F.pad(x, pads, mode="replicate"), pads
+
+
+def padded_pair_batches(
+    frames: torch.Tensor, *, pad_multiple: int, batch_size: int, device: str | torch.device, divisor: float = 1.0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]]:
+    """Consecutive frame pairs ``(t, t+1)`` in batches, as padded float tensors.
+
+    Args:
+        frames: uint8 ``(F, H, W, 3)``, F >= 2.
+        pad_multiple: see :func:`pad_to_multiple`.
+        batch_size: pairs per batch.
+        device: where the batches are put.
+        divisor: the float pixel values are divided by it (255 for [0, 1], as AMT's ``img2tensor``;
+            1 keeps [0, 255]).
+
+    Yields:
+        ``(first, second, pads)``: float32 ``(B, 3, H', W')`` each, frames t and t+1 of the batch.
+    """
+    for start in range(0, frames.shape[0] - 1, batch_size):
+        stop = min(start + batch_size, frames.shape[0] - 1)
+        chunk = frames[start : stop + 1].to(device).permute(0, 3, 1, 2).float()
+        if divisor != 1.0:
+            chunk = chunk / divisor
+        chunk, pads = pad_to_multiple(chunk, pad_multiple)
+        yield chunk[:-1], chunk[1:], pads
 
 
 def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from benchmark.metrics._common import MetricUndefined, check_frames, pad_to_multiple
+from benchmark.metrics._common import MetricUndefined, check_frames, padded_pair_batches
 
 __all__ = [
     "FlowFn",
@@ -121,12 +121,9 @@ def dynamic_degree_per_pair(
             f"(every {sample_interval(fps)}) give {sampled.shape[0]}"
         )
     values = []
-    for start in range(0, sampled.shape[0] - 1, batch_size):
-        stop = min(start + batch_size, sampled.shape[0] - 1)
-        chunk = sampled[start : stop + 1].to(device).permute(0, 3, 1, 2).float()
-        chunk, _ = pad_to_multiple(chunk, pad_multiple)
+    for first, second, _ in padded_pair_batches(sampled, pad_multiple=pad_multiple, batch_size=batch_size, device=device):
         with torch.inference_mode():
-            field = flow(chunk[:-1], chunk[1:])
+            field = flow(first, second)
         if not torch.isfinite(field).all():
             raise MetricUndefined("the flow model returned NaN or infinite values")
         values.append(top_fraction_magnitude(field).cpu())

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.metrics._common import MetricUndefined, check_frames, pad_to_multiple, unpad
+from benchmark.metrics._common import MetricUndefined, check_frames, padded_pair_batches, unpad
 
 __all__ = [
     "Interpolator",
@@ -101,14 +101,11 @@ def motion_smoothness_predictions(
     frames = check_frames(frames, min_frames=1)
     if frames.shape[0] < 3:
         raise MetricUndefined(f"needs at least 3 frames (one interpolated frame), got {frames.shape[0]}")
-    kept = frames[0::2]
     out = []
-    for start in range(0, kept.shape[0] - 1, batch_size):
-        stop = min(start + batch_size, kept.shape[0] - 1)
-        chunk = kept[start : stop + 1].to(device).permute(0, 3, 1, 2).float() / 255.0
-        chunk, pads = pad_to_multiple(chunk, pad_multiple)
+    kept = frames[0::2]
+    for first, second, pads in padded_pair_batches(kept, pad_multiple=pad_multiple, batch_size=batch_size, device=device, divisor=255.0):
         with torch.inference_mode():
-            pred = interpolate(chunk[:-1], chunk[1:])
+            pred = interpolate(first, second)
         if not torch.isfinite(pred).all():
             raise MetricUndefined("the interpolator returned NaN or infinite values")
         out.append(predictions_to_uint8(unpad(pred, pads)).cpu())
