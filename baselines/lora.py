@@ -25,14 +25,19 @@ carry no alpha (diffusers then assumes ``alpha = rank``), so the training scale 
 passed through ``set_adapters`` weights; rank and alpha are in ``config.json``. Checkpoint folder::
 
     identity/  motion/  (or joint/)       pytorch_lora_weights.safetensors, config.json, train_state.json
-    paper_merge/                          pytorch_lora_weights.safetensors (combine="paper-merge")
+    paper_merge/                          pytorch_lora_weights.safetensors (combine="paper-merge";
+                                          rebuilt from the two LoRAs at every fit)
 
-``lora`` and ``lora-paper-merge`` train the same two LoRAs (same seed, same data) into their own
-folders; nothing is shared between methods, so each row can be re-run alone.
+``lora`` and ``lora-paper-merge`` train the same two LoRAs (same seed, same data). The runs'
+``config.json`` leave out the inference-only options (:data:`INFERENCE_ONLY`), so the two methods may
+share one folder; the run loop gives each method its own, so each row can be re-run alone. The peft
+layers live in a weight-sharing copy of the backbone's transformer
+(:func:`~baselines.common.shared_weights_copy`); the shared backbone never holds a LoRA.
 
 Decisions: learning rate 1e-3, AdamW β (0.9, 0.95), weight decay 1e-4, grad-clip 1.0, cosine with
 restarts (1 cycle) and 20 % warm-up — diffusers' CogVideoX LoRA example; 1000 steps per LoRA on a
-real backbone (the paper does not give the LoRA row's step count; DualReal's 1000), 3 on ``tiny``.
+real backbone (the paper does not give the LoRA row's step count; DualReal's 1000), 3 on ``tiny``;
+motion steps take 3 clips (DualReal's batch; 1 on ``tiny``), identity steps 1 image.
 Evaluation prompts keep the ``*`` token (the LoRAs were trained on ``"<class> *"``). LoRA weights
 are initialised with peft's default (Kaiming-uniform A, zero B) under ``seed``.
 """
@@ -343,15 +348,15 @@ class LoRAMethod(CustomizationMethod):
             return load_lora_pipeline(self.backbone, {"joint": workdir / "joint"}, {"joint": 1.0}, scale=cfg.scale)
         if cfg.combine == "paper-merge":
             merged = workdir / "paper_merge"
-            if not (merged / LORA_WEIGHT_NAME).is_file():
-                tensors = paper_merge(read_lora(workdir / "identity"), read_lora(workdir / "motion"), cfg.merge_weights)
-                tmp = workdir / f".paper_merge-{uuid.uuid4().hex[:8]}"
-                try:  # written beside, then renamed into place: a crash leaves no half file
-                    save_lora(tmp, tensors)
-                    merged.mkdir(parents=True, exist_ok=True)
-                    (tmp / LORA_WEIGHT_NAME).replace(merged / LORA_WEIGHT_NAME)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+            # derived from the two runs and merge_weights: rebuilt at every fit (cheap), never stale
+            tensors = paper_merge(read_lora(workdir / "identity"), read_lora(workdir / "motion"), cfg.merge_weights)
+            tmp = workdir / f".paper_merge-{uuid.uuid4().hex[:8]}"
+            try:  # written beside, then renamed into place: a crash leaves no half file
+                save_lora(tmp, tensors)
+                merged.mkdir(parents=True, exist_ok=True)
+                (tmp / LORA_WEIGHT_NAME).replace(merged / LORA_WEIGHT_NAME)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             return load_lora_pipeline(self.backbone, {"paper_merge": merged}, {"paper_merge": 1.0}, scale=cfg.scale)
         w_id, w_mo = cfg.adapter_weights
         return load_lora_pipeline(

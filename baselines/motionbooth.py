@@ -140,8 +140,8 @@ def attention_bce_loss(attn_map: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 def subject_token_mask(tokenizer, prompt: str, class_word: str, max_length: int) -> tuple[torch.Tensor, str]:
     """Which text positions hold the subject phrase ``"<class> *"`` of ``prompt``.
 
-    The phrase is located in characters (``<class>`` followed by ``*``; else the ``*`` alone; else
-    the class word alone) and mapped to tokens by the fast tokenizer's offsets, so it works for the
+    The phrase is located in characters (``<class>`` followed by ``*``, case-insensitive; else the
+    ``*`` alone; else the class word alone) and mapped to tokens by the fast tokenizer's offsets, so it works for the
     T5 sentencepiece tokenizer and for the tiny byte-level one alike.
 
     Returns:
@@ -151,7 +151,7 @@ def subject_token_mask(tokenizer, prompt: str, class_word: str, max_length: int)
     patterns = [rf"\b{re.escape(class_word)}\s*\*", r"\*", rf"\b{re.escape(class_word)}\b"] if class_word else [r"\*"]
     span = None
     for pat in patterns:
-        m = re.search(pat, prompt)
+        m = re.search(pat, prompt, flags=re.IGNORECASE)  # eval prompts capitalise: "Plushie * biking"
         if m:
             span = m.span()
             break
@@ -277,12 +277,13 @@ class SubjectAttnProcessor:
 
         # (a) subject-token map: video queries × text keys, softmax over text keys only
         if c.record and c.token_mask is not None and self._active(c.layers):
-            logits = torch.einsum("bhqd,bhkd->bhqk", query[:, :, n_t:].float(), key[:, :, :n_t].float()) * scale
-            if steer:
-                logits = logits + c.steer.float()[:, None, :, None] * c.steer_tokens.float()[:, None, None, :]
-            probs = logits.softmax(dim=-1)  # (B, h, n_v, n_t)
-            tok = c.token_mask.to(probs)  # (B, n_t)
-            c.maps.append(torch.einsum("bhqk,bk->bq", probs, tok) / attn.heads)
+            with torch.autocast(query.device.type, enabled=False):  # float32 even under bf16 training
+                logits = torch.einsum("bhqd,bhkd->bhqk", query[:, :, n_t:].float(), key[:, :, :n_t].float()) * scale
+                if steer:
+                    logits = logits + c.steer.float()[:, None, :, None] * c.steer_tokens.float()[:, None, None, :]
+                probs = logits.softmax(dim=-1)  # (B, h, n_v, n_t)
+                tok = c.token_mask.to(probs)  # (B, n_t)
+                c.maps.append(torch.einsum("bhqk,bk->bq", probs, tok) / attn.heads)
 
         # (b) attention, optionally with the rank-one steering bias folded into an extra dimension
         if steer:
@@ -503,7 +504,9 @@ class MotionBoothMethod(CustomizationMethod):
             condition=False,
         )
         n_t = self.backbone.max_text_seq_length
-        prompts = list(case.identity_prompts) or [f"{case.class_word} *"] * len(case.identity_images)
+        prompts = list(case.identity_prompts) or [f"{case.class_word} *"]
+        if len(prompts) == 1:  # one prompt for every image (as encode_case accepts)
+            prompts = prompts * len(case.identity_images)
         tokens = []
         for prompt in prompts:
             mask, _ = subject_token_mask(self.backbone.tokenizer, prompt, case.class_word, n_t)

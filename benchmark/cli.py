@@ -72,6 +72,7 @@ def run(
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric names (default: all seven).")] = None,
     weights_dir: Annotated[Optional[Path], typer.Option(help="Folder with the metric encoders' weights (see README).")] = None,
     random_weights: Annotated[Optional[bool], typer.Option("--random-weights/--real-weights", help="Metric encoders with seeded random weights (default: random when the backbone is `tiny` and no --weights-dir).")] = None,
+    random_arch: Annotated[str, typer.Option(help="With random metric weights: 'small' same-family encoders (fast on CPU) or the 'full' architectures.")] = "small",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
 ) -> None:
@@ -103,7 +104,8 @@ def run(
         max_cases=max_cases, max_prompts=max_prompts, seeds=_int_list(seeds, "seeds"),
         max_clips=max_clips, score=score,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        weights_dir=weights_dir, random_metric_weights=random_weights, dtype=dtype, device=device,
+        weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
+        dtype=dtype, device=device,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:

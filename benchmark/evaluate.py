@@ -60,7 +60,9 @@ def collect_videos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             folder = p / "videos" if (p / "videos").is_dir() else p
-            out.extend(sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS))
+            # Not `is_file()`: a broken link or a symlink loop named .mp4 must become a failed row,
+            # not vanish from the average.
+            out.extend(sorted(f for f in folder.iterdir() if not f.is_dir() and f.suffix.lower() in VIDEO_EXTENSIONS))
         else:
             out.append(p)
     seen, unique = set(), []
@@ -113,7 +115,7 @@ def _lookup_prompt(video: Path, prompts: Mapping[str, str], roots: Sequence[Path
     keys = [str(video), video.name, video.stem]
     try:
         keys.append(str(video.resolve()))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         pass
     for root in roots:
         try:

@@ -80,10 +80,13 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     Raises:
         MediaError: missing, empty (0 bytes), a folder, a symlink loop, unreadable or not an image.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     _check_file(path)
+    # Some libraries (vbench's AMT utilities) set PIL's global LOAD_TRUNCATED_IMAGES on import,
+    # which would turn a truncated file into silently grey pixels: read strictly regardless.
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -103,6 +106,8 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise MediaError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     if arr.size == 0:
         raise MediaError(f"{path}: empty image")
     # np.asarray(PIL image) is read-only; torch wants a writable buffer.
@@ -201,7 +206,11 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height = arr.shape[2], arr.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "medium"}
+            # Note: identical frames do not always give identical files (seen here with PyAV 18:
+            # decoded pixels differed by up to 15 grey levels on noise-like frames between two
+            # encodes in one process, whatever the thread settings), so exact reproducibility is
+            # checked on the generated frames (records carry their SHA-256), not on mp4 bytes.
+            stream.codec_context.options = {"crf": str(crf), "preset": "medium"}
             for img in arr:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     container.mux(packet)

@@ -63,6 +63,7 @@ class RunConfig:
     weights_dir: Path | None = None
     random_metric_weights: bool | None = None
     dd_pad_multiple: int = 8
+    random_arch: str = "small"
     dtype: str = "fp32"
     device: str = "cpu"
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -221,6 +222,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             cfg.metrics,
             weights_dir=cfg.weights_dir,
             random_weights=random_metric,
+            random_arch=cfg.random_arch,
             device=device,
             dd_pad_multiple=cfg.dd_pad_multiple,
         )
@@ -349,6 +351,7 @@ def _one_video(cfg, method, backbone, scorer, settings, case, i, prompt, seed, r
         video=str(mp4.relative_to(out)),
         fit_seconds=round(fit_seconds, 3),
         generate_seconds=round(gen_seconds, 3),
+        frames_sha256=hashlib.sha256(video.frames.contiguous().numpy().tobytes()).hexdigest(),
         num_frames=int(video.frames.shape[0]),
         height=int(video.frames.shape[1]),
         width=int(video.frames.shape[2]),
@@ -360,7 +363,9 @@ def _one_video(cfg, method, backbone, scorer, settings, case, i, prompt, seed, r
     metric_random = False
     if scorer is not None:
         t1 = time.perf_counter()
-        scores = scorer.score_file(mp4, prompt=prompt, ref_images=refs, dd_ref=dd_ref)
+        # Score the generated frames themselves (no decode, bit-reproducible); `dualbench eval` on
+        # the mp4 sees them after H.264 at CRF 12, which moves the metrics by the codec's loss.
+        scores = scorer.score(video.frames, video.fps, prompt=prompt, ref_images=refs, dd_ref=dd_ref)
         rec["score_seconds"] = round(time.perf_counter() - t1, 3)
         rec.update({k: v for k, v in scores.items() if k not in rec or k.startswith("metric")})
         metric_random = bool(scores.get("metric_random_weights", False))

@@ -140,12 +140,13 @@ def train_dualreal(
                     motion_batch_size=config.motion_batch_size,
                     identity_batch_size=config.identity_batch_size,
                 )
+                groups = model.parameter_groups()  # no "controller" group with fixed weights
                 runs["joint"] = train(
                     tr,
-                    model.parameter_groups(),
+                    groups,
                     source,
                     config=_trainer_config(config, "dualreal"),
-                    active_groups=dualreal_mask if config.gradient_mask else None,
+                    active_groups=(lambda kind: dualreal_mask(kind) & set(groups)) if config.gradient_mask else None,
                     workdir=workdir,
                     checkpoint_config=checkpoint_config,
                     **common,

@@ -20,6 +20,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread per process: the suite runs subprocesses beside itself on 2 cores, and torch's
+# intra-op threads then spin against each other (seen: 10-50x slower). Subprocesses inherit this.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

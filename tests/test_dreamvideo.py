@@ -6,24 +6,11 @@ import torch
 from safetensors.torch import load_file
 
 from baselines.dreamvideo import DreamVideoConfig, DreamVideoMethod, DropoutBatchSource, build_dreamvideo_model
-from dualreal.protocol import CaseData, GenerationSettings
+from _baselines_support import one_intra_op_thread, tiny_case  # noqa: F401 (autouse fixture)
+from dualreal.protocol import GenerationSettings
 from dualreal.trainer import TrainBatch
 
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
-
-
-def tiny_case(seed: int = 0) -> CaseData:
-    g = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)  # noqa: E731
-    return CaseData(
-        name="dog__waving",
-        class_word="dog",
-        identity_images=[rand(64, 96, 3) for _ in range(2)],
-        identity_prompts=["dog *"] * 2,
-        motion_clips=[rand(9, 64, 96, 3) for _ in range(2)],
-        motion_prompts=["a person is waving"] * 2,
-        ref_image=rand(64, 96, 3),
-    )
 
 
 class _FixedSource:

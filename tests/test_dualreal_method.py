@@ -147,7 +147,8 @@ def test_registry_ablations_are_configurations_of_one_class(tiny_backbone):
         others = {f: getattr(cfg, f) for f in DualRealConfig.field_names() if f not in changes}
         assert others == {f: getattr(default, f) for f in others}
     assert create_method("dualreal", tiny_backbone, train_steps=7).dualreal_config.train_steps == 7
-    assert DualRealMethod(tiny_backbone).dualreal_config.train_steps == 20  # tiny-aware default
+    tiny_default = DualRealMethod(tiny_backbone).dualreal_config
+    assert (tiny_default.train_steps, tiny_default.lr_warmup_steps) == (10, 2)  # tiny-aware default
     with pytest.raises(ValueError, match="unknown DualReal option"):
         create_method("dualreal", tiny_backbone, num_group=3)
     with pytest.raises(ValueError, match="set use_controller=False"):
@@ -204,3 +205,18 @@ def test_image_encoder_tiny_random_and_weight_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("DUALREAL_OPENCLIP")
     with pytest.raises(ImageEncoderError, match="open_clip_pytorch_model.bin.*image_encoder_path"):
         resolve_openclip_weights(path=tmp_path / "nowhere", cache_dir=tmp_path / "empty-cache")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["dualreal-no-controller", "dualreal-groups-1", "dualreal-groups-42", "dualreal-no-mask"],
+)
+def test_every_ablation_fits_and_generates(tiny_backbone, case, tmp_path, name):
+    """(``dualreal`` and ``dualreal-no-joint`` run in the tests above.)"""
+    method = create_method(name, tiny_backbone, train_steps=2, lr_warmup_steps=0, motion_batch_size=1)
+    method.fit(case, tmp_path / "ck")
+    video = method.generate(PROMPT, 0, GenerationSettings(num_frames=1, height=64, width=96, num_inference_steps=1))
+    trace = video.extras["controller_trace"]
+    assert video.frames.shape == (1, 64, 96, 3)
+    assert len(trace["w_id"][0][0]) == method.dualreal_config.num_groups
+    assert trace["controller"] == ("fixed" if name == "dualreal-no-controller" else "stageblender")

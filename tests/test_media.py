@@ -306,3 +306,15 @@ def test_select_frames_too_short_clip(bad_media, kind, n):
 def test_select_frames_rejects_non_4k_plus_1():
     with pytest.raises(MediaError, match="num_frames=8 is not 4k\\+1"):
         select_frames(torch.zeros(10, 2, 2, 3, dtype=torch.uint8), 8)
+
+
+def test_truncated_image_is_an_error_even_if_a_library_relaxed_pil(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as vbench's AMT utils do on import
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match=r"cut\.jpg: not a readable image"):
+        read_image(tmp_path / "cut.jpg")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored

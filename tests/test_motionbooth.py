@@ -24,7 +24,8 @@ from baselines.motionbooth import (
     subject_token_mask,
     trainable_parameter_names,
 )
-from dualreal.protocol import CaseData, GenerationSettings
+from _baselines_support import one_intra_op_thread, tiny_case  # noqa: F401 (autouse fixture)
+from dualreal.protocol import GenerationSettings
 
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
 
@@ -37,20 +38,6 @@ def moving_square_clip(n: int = 9, h: int = 64, w: int = 96, size: int = 16, see
         x = 8 + 6 * t
         clip[t, 24 : 24 + size, x : x + size] = 255
     return clip
-
-
-def tiny_case(seed: int = 0) -> CaseData:
-    g = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)  # noqa: E731
-    return CaseData(
-        name="dog__waving",
-        class_word="dog",
-        identity_images=[rand(64, 96, 3) for _ in range(2)],
-        identity_prompts=["dog *"] * 2,
-        motion_clips=[moving_square_clip(seed=1), rand(9, 64, 96, 3)],
-        motion_prompts=["a person is waving"] * 2,
-        ref_image=rand(64, 96, 3),
-    )
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -82,6 +69,7 @@ def test_subject_tokens_are_the_class_and_star(tiny_backbone):
     ids = tok("a dog * wearing a hat", padding="max_length", max_length=32, truncation=True)["input_ids"]
     assert phrase == "dog *" and tok.decode([i for i, m in zip(ids, mask) if m]).strip() == "dog *"
     assert not subject_token_mask(tok, "a cat", "dog", 32)[0].any()
+    assert subject_token_mask(tok, "Dog * biking", "dog", 32)[1] == "Dog *"
 
 
 # ------------------------------------------------------------------------------- attention maps
@@ -219,7 +207,7 @@ def test_box_path_follows_the_moving_region():
 
 # ------------------------------------------------------------------------------------ end to end
 def test_motionbooth_fits_and_generates_with_and_without_steering(tiny_backbone, tmp_path):
-    case = tiny_case()
+    case = tiny_case(motion_clips=[moving_square_clip(seed=1), moving_square_clip(seed=2)])  # boxes to follow
     assert len(trainable_parameter_names(tiny_backbone.transformer, "attn")) == 42 * 8
     before = tiny_backbone.transformer.transformer_blocks[0].attn1.to_q.weight.clone()
     method = MotionBoothMethod(tiny_backbone, train_steps=2, learning_rate=1e-3)
