@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from benchmark.metrics import DEFAULT_METRICS
+
 __all__ = [
     "METRIC_COLUMNS",
     "video_stem",
@@ -36,16 +38,7 @@ __all__ = [
 ]
 
 #: Metric columns of a record, in Table 1's order (CSV column names fixed by the metrics issue).
-METRIC_COLUMNS = [
-    "clip_t",
-    "clip_i",
-    "dino_i",
-    "temporal_consistency",
-    "temporal_flickering",
-    "motion_smoothness",
-    "dynamic_degree",
-    "dynamic_degree_delta",
-]
+METRIC_COLUMNS = [*DEFAULT_METRICS, "dynamic_degree_delta"]
 
 
 def video_stem(prompt_index: int, seed: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from dualreal.protocol import CaseData
@@ -23,11 +22,3 @@ def tiny_case(seed: int = 0, motion_clips: list[torch.Tensor] | None = None) -> 
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """The tiny backbone's tensors are small: one intra-op thread is faster, and immune to OpenMP
-    barrier stalls when the CPU is shared (two threads made a 2-step generation 60× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

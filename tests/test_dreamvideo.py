@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from baselines.dreamvideo import DreamVideoConfig, DreamVideoMethod, DropoutBatchSource, build_dreamvideo_model
-from _baselines_support import one_intra_op_thread, tiny_case  # noqa: F401 (autouse fixture)
+from _baselines_support import tiny_case
 from dualreal.protocol import GenerationSettings
 from dualreal.trainer import TrainBatch
 

@@ -18,13 +18,6 @@ SETTINGS = GenerationSettings(num_frames=9, height=64, width=96, num_inference_s
 PROMPT = "dog * is walking on the beach"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Toy-sized ops run faster on one thread on a shared 2-core machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

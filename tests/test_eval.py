@@ -28,13 +28,6 @@ from benchmark.media import write_video
 SMALL = dict(random_weights=True, random_arch="small")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads can run 10-50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _frames(n, h=130, w=150, seed=0):

@@ -18,7 +18,7 @@ from baselines.lora import (
     save_lora,
 )
 from baselines.common import shared_weights_copy
-from _baselines_support import one_intra_op_thread, tiny_case  # noqa: F401 (autouse fixture)
+from _baselines_support import tiny_case
 from dualreal.protocol import GenerationSettings
 
 RANK, ALPHA = 4, 8.0  # alpha != rank: the files carry no alpha, set_adapters must apply alpha / rank

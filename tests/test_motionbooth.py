@@ -24,7 +24,7 @@ from baselines.motionbooth import (
     subject_token_mask,
     trainable_parameter_names,
 )
-from _baselines_support import one_intra_op_thread, tiny_case  # noqa: F401 (autouse fixture)
+from _baselines_support import tiny_case
 from dualreal.protocol import GenerationSettings
 
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)

@@ -23,13 +23,6 @@ from benchmark.scorer import Scorer, reference_images, resolve_metrics
 ALL = [*DEFAULT_METRICS, "dynamic_degree_vbench"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads can run 10-50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
