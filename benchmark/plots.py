@@ -18,9 +18,10 @@ ignored)::
         "w_mo": [[g_0, ..., g_{n-1}], ...]            # optional, same shape: motion weight
     }}
 
-Values are finite numbers. With classifier-free guidance they are the *conditional* branch's
-weights (the controller is per sample; the unconditional branch is not recorded here), averaged
-over the batch when a call generates several videos. Files without ``controller_trace`` (methods
+Values are finite numbers. A trace may instead record every guidance branch, as DualReal's
+pipeline does: ``"branches": ["unconditional", "conditional"]`` and ``w_id[step][branch][group]``;
+the plots then use the ``conditional`` branch (the controller is per sample, so the branches can
+differ). Values are averaged over the batch when a call generates several videos. Files without ``controller_trace`` (methods
 without a controller) are skipped; a malformed trace raises ``ValueError`` naming the file.
 """
 
@@ -84,6 +85,16 @@ class ControllerTrace:
 
 def _matrix(path: Path, trace: dict, key: str, steps: int) -> np.ndarray:
     rows = trace.get(key)
+    branches = trace.get("branches")
+    if branches is not None:
+        # DualReal's pipeline records every guidance branch: rows[step][branch][group]. The plot
+        # shows the conditional branch (the one that carries the prompt).
+        if not isinstance(branches, list) or not branches:
+            raise ValueError(f"{path}: controller_trace.branches must be a non-empty list of names")
+        pick = branches.index("conditional") if "conditional" in branches else len(branches) - 1
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == len(branches) for r in rows):
+            raise ValueError(f"{path}: controller_trace.{key} must hold one list per branch {branches} at every step")
+        rows = [r[pick] for r in rows]
     if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and r for r in rows):
         raise ValueError(f"{path}: controller_trace.{key} must be a non-empty list of per-step lists of group weights")
     widths = {len(r) for r in rows}

@@ -163,3 +163,21 @@ def test_plots_command_makes_every_plot(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["plots", "--runs", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no records" in res.output
+
+
+def test_trace_with_guidance_branches_uses_the_conditional_one(tmp_path):
+    """DualReal's pipeline writes w_id[step][branch][group] with the branch names."""
+    import json
+
+    from benchmark.plots import read_controller_trace
+
+    path = tmp_path / "p000_s42.json"
+    trace = {"timesteps": [999, 500], "branches": ["unconditional", "conditional"],
+             "w_id": [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.8]]]}
+    path.write_text(json.dumps({"controller_trace": trace}))
+    out = read_controller_trace(path)
+    assert out["w_id"].tolist() == [[0.3, 0.4], [0.7, 0.8]]
+    trace["w_id"] = [[[0.1, 0.2]], [[0.5, 0.6]]]  # one branch missing
+    path.write_text(json.dumps({"controller_trace": trace}))
+    with pytest.raises(ValueError, match="one list per branch"):
+        read_controller_trace(path)
