@@ -183,15 +183,6 @@ class BaselineConfig:
 
     def to_json_dict(self) -> dict[str, Any]:
         """``config.json`` payload: class name, package versions, then every field."""
-        import diffusers
-        import torch
+        from dualreal.config import versioned_config_dict
 
-        from dualreal import __version__
-
-        return {
-            "_class_name": type(self).__name__,
-            "_dualbench_version": __version__,
-            "_diffusers_version": diffusers.__version__,
-            "_torch_version": torch.__version__,
-            **self.to_dict(),
-        }
+        return versioned_config_dict(self)

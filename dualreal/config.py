@@ -234,18 +234,7 @@ class DualRealConfig:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``config.json`` payload: class name, package versions, then every field."""
-        import diffusers
-        import torch
-
-        from dualreal import __version__
-
-        return {
-            "_class_name": type(self).__name__,
-            "_dualbench_version": __version__,
-            "_diffusers_version": diffusers.__version__,
-            "_torch_version": torch.__version__,
-            **self.to_dict(),
-        }
+        return versioned_config_dict(self)
 
     def save(self, path: str | Path) -> None:
         """Write ``config.json`` (atomically)."""
@@ -274,3 +263,20 @@ def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tup
     keys = {k for k in (*saved, *current) if not k.startswith("_")}
     norm = lambda v: json.loads(json.dumps(v))  # noqa: E731 - tuples vs lists
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if norm(saved.get(k)) != norm(current.get(k))}
+
+
+def versioned_config_dict(config: Any) -> dict[str, Any]:
+    """``config.json`` payload of any method config with ``to_dict()``: the class name and the
+    package versions first (as diffusers' ``ConfigMixin`` does), then every field."""
+    import diffusers
+    import torch
+
+    from dualreal import __version__
+
+    return {
+        "_class_name": type(config).__name__,
+        "_dualbench_version": __version__,
+        "_diffusers_version": diffusers.__version__,
+        "_torch_version": torch.__version__,
+        **config.to_dict(),
+    }
