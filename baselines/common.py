@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from dualreal.config import PAPER_OPTIMIZER, optimizer_settings
+
 __all__ = ["BaselineConfig", "shared_weights_copy"]
 
 _MIXED = ("auto", "no", "bf16", "fp16")
@@ -73,14 +75,14 @@ class BaselineConfig:
 
     train_steps: int | None = None
     lr_warmup_steps: int | None = None
-    learning_rate: float = 1e-3
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 1e-4
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float | None = 1.0
-    lr_scheduler: str = "cosine_with_restarts"
-    lr_num_cycles: int = 1
+    learning_rate: float = PAPER_OPTIMIZER["learning_rate"]
+    adam_beta1: float = PAPER_OPTIMIZER["adam_beta1"]
+    adam_beta2: float = PAPER_OPTIMIZER["adam_beta2"]
+    weight_decay: float = PAPER_OPTIMIZER["weight_decay"]
+    adam_epsilon: float = PAPER_OPTIMIZER["adam_epsilon"]
+    max_grad_norm: float | None = PAPER_OPTIMIZER["max_grad_norm"]
+    lr_scheduler: str = PAPER_OPTIMIZER["lr_scheduler"]
+    lr_num_cycles: int = PAPER_OPTIMIZER["lr_num_cycles"]
     motion_batch_size: int | None = None
     identity_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -161,14 +163,10 @@ class BaselineConfig:
         warmup = self.lr_warmup_steps if train_steps is None else int(round(self.WARMUP_FRACTION * steps))
         return TrainerConfig(
             train_steps=steps,
-            learning_rate=float(learning_rate if learning_rate is not None else self.learning_rate),
-            adam_beta1=self.adam_beta1,
-            adam_beta2=self.adam_beta2,
-            weight_decay=self.weight_decay,
-            adam_epsilon=self.adam_epsilon,
-            max_grad_norm=self.max_grad_norm,
-            lr_scheduler=self.lr_scheduler,
-            lr_num_cycles=self.lr_num_cycles,
+            **{
+                **optimizer_settings(self),
+                "learning_rate": float(learning_rate if learning_rate is not None else self.learning_rate),
+            },
             lr_warmup_steps=int(warmup),
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             mixed_precision=self.mixed_precision,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dualreal.adapters import DualRealAdapters, DualRealModel
-from dualreal.config import DualRealConfig
+from dualreal.config import DualRealConfig, optimizer_settings
 from dualreal.controller import FixedFusionWeights, StageBlenderController
 from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 from dualreal.trainer import (
@@ -88,14 +88,7 @@ def dualreal_mask(kind: str) -> set[str]:
 def _trainer_config(config: DualRealConfig, description: str) -> TrainerConfig:
     return TrainerConfig(
         train_steps=config.train_steps,
-        learning_rate=config.learning_rate,
-        adam_beta1=config.adam_beta1,
-        adam_beta2=config.adam_beta2,
-        weight_decay=config.weight_decay,
-        adam_epsilon=config.adam_epsilon,
-        max_grad_norm=config.max_grad_norm,
-        lr_scheduler=config.lr_scheduler,
-        lr_num_cycles=config.lr_num_cycles,
+        **optimizer_settings(config),
         lr_warmup_steps=config.lr_warmup_steps,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,

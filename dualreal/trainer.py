@@ -79,6 +79,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
+from dualreal.config import PAPER_OPTIMIZER
+
 __all__ = [
     "TrainBatch",
     "BatchSource",
@@ -549,14 +551,14 @@ class TrainerConfig:
     """
 
     train_steps: int = 1000
-    learning_rate: float = 1e-3
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 1e-4
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float | None = 1.0
-    lr_scheduler: str = "cosine_with_restarts"
-    lr_num_cycles: int = 1
+    learning_rate: float = PAPER_OPTIMIZER["learning_rate"]
+    adam_beta1: float = PAPER_OPTIMIZER["adam_beta1"]
+    adam_beta2: float = PAPER_OPTIMIZER["adam_beta2"]
+    weight_decay: float = PAPER_OPTIMIZER["weight_decay"]
+    adam_epsilon: float = PAPER_OPTIMIZER["adam_epsilon"]
+    max_grad_norm: float | None = PAPER_OPTIMIZER["max_grad_norm"]
+    lr_scheduler: str = PAPER_OPTIMIZER["lr_scheduler"]
+    lr_num_cycles: int = PAPER_OPTIMIZER["lr_num_cycles"]
     lr_warmup_steps: int = 200
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
