@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from dualreal.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = ["CogVideoXMethod", "strip_identity_token", "generate_with_pipeline"]
 

@@ -1,8 +1,8 @@
 """What the trainable baselines share: their configuration base class and a transformer copy that
 shares the frozen weights.
 
-Every baseline trains through the one trainer (:func:`dualreal.trainer.train`); this module only
-turns a baseline's options into a :class:`~dualreal.trainer.TrainerConfig` and resolves the
+Every baseline trains through the one trainer (:func:`dualreal.engine.trainer.train`); this module only
+turns a baseline's options into a :class:`~dualreal.engine.trainer.TrainerConfig` and resolves the
 backbone-dependent defaults, the way :class:`dualreal.config.DualRealConfig` does for DualReal:
 
 * ``train_steps``: the papers' numbers on a real CogVideoX, a handful on the random-weights
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from dualreal.config import PAPER_OPTIMIZER, optimizer_settings
+from dualreal.engine.config import PAPER_OPTIMIZER, optimizer_settings
 
 __all__ = ["BaselineConfig", "shared_weights_copy"]
 
@@ -156,8 +156,8 @@ class BaselineConfig:
 
     # ------------------------------------------------------------------ output
     def trainer_config(self, description: str, *, train_steps: int | None = None, learning_rate: float | None = None):
-        """The :class:`~dualreal.trainer.TrainerConfig` for one run (call on a resolved config)."""
-        from dualreal.trainer import TrainerConfig
+        """The :class:`~dualreal.engine.trainer.TrainerConfig` for one run (call on a resolved config)."""
+        from dualreal.engine.trainer import TrainerConfig
 
         steps = int(train_steps or self.train_steps)
         warmup = self.lr_warmup_steps if train_steps is None else int(round(self.WARMUP_FRACTION * steps))
@@ -181,6 +181,6 @@ class BaselineConfig:
 
     def to_json_dict(self) -> dict[str, Any]:
         """``config.json`` payload: class name, package versions, then every field."""
-        from dualreal.config import versioned_config_dict
+        from dualreal.engine.config import versioned_config_dict
 
         return versioned_config_dict(self)

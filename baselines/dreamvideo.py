@@ -6,8 +6,8 @@ adapter and a motion adapter trained in two separate runs, combined only at infe
 What is reused. The adapters are DualReal's :class:`~dualreal.adapters.DualRealAdapters` attached
 to the stock transformer by :class:`~dualreal.adapters.DualRealModel` (hooks, no fork), with a
 different geometry; the fusion weights are a :class:`~dualreal.controller.FixedFusionWeights`
-(1.0 / 1.0); training is :func:`dualreal.trainer.train` on a
-:class:`~dualreal.trainer.CaseBatchSource`; inference is :class:`~dualreal.pipeline.DualRealPipeline`.
+(1.0 / 1.0); training is :func:`dualreal.engine.trainer.train` on a
+:class:`~dualreal.engine.trainer.CaseBatchSource`; inference is :class:`~dualreal.pipeline.DualRealPipeline`.
 With DualReal's adapter geometry this is the "w/o Dual-aware Adaptation" ablation.
 
 Adapting the UNet method to the DiT (each choice is an option of :class:`DreamVideoConfig`):
@@ -20,7 +20,7 @@ Adapting the UNet method to the DiT (each choice is an option of :class:`DreamVi
   textual-inversion token (3000 steps, lr 1e-4); here the literal ``*`` of ``"<class> *"`` is used.
   The original's optional masked loss is not used.
 * **Motion adapter** — same bottleneck with a condition linear ``W_cond`` on the reference-image
-  embedding (OpenCLIP ViT-H-14, 1024-d, from :mod:`dualreal.image_encoder`) of a random frame of
+  embedding (OpenCLIP ViT-H-14, 1024-d, from :mod:`dualreal.engine.image_encoder`) of a random frame of
   the training clip, drawn afresh every step, beside attention *and* feed-forward of every block
   (DreamVideo: beside the temporal transformer layers; a DiT has no separate temporal layers).
   Trained on the motion clips only (γ = 1), lr 1e-5, 3000 steps, with 50 % text dropout (empty
@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 import torch
 
 from baselines.common import BaselineConfig
-from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = ["DreamVideoConfig", "DreamVideoMethod", "DropoutBatchSource", "build_dreamvideo_model"]
 
@@ -130,7 +130,7 @@ class DreamVideoConfig(BaselineConfig):
 
 
 class DropoutBatchSource:
-    """Wraps a :class:`~dualreal.trainer.CaseBatchSource`: per sample, replaces the prompt by the
+    """Wraps a :class:`~dualreal.engine.trainer.CaseBatchSource`: per sample, replaces the prompt by the
     empty prompt with probability ``text_dropout`` and the image condition by zeros with
     probability ``image_dropout`` (DreamVideo's motion training). Records what it dropped in
     ``batch.extras``."""
@@ -187,7 +187,7 @@ class DreamVideoMethod(CustomizationMethod):
     """DreamVideo-style baseline (``dreamvideo``); see the module docstring.
 
     Args:
-        backbone: a :class:`~dualreal.backbone.Backbone`.
+        backbone: a :class:`~dualreal.engine.backbone.Backbone`.
         **config: :class:`DreamVideoConfig` fields (unknown keys are an error).
     """
 
@@ -205,7 +205,7 @@ class DreamVideoMethod(CustomizationMethod):
     @property
     def image_encoder(self) -> Any:
         if self._image_encoder is None:
-            from dualreal.image_encoder import build_image_encoder
+            from dualreal.engine.image_encoder import build_image_encoder
 
             cfg = self.dv_config
             self._image_encoder = build_image_encoder(
@@ -244,7 +244,7 @@ class DreamVideoMethod(CustomizationMethod):
         Raises:
             ValueError: a run folder trained with another configuration, or bad data.
         """
-        from dualreal.trainer import CaseBatchSource, encode_case, load_finished, load_trainable, train
+        from dualreal.engine.trainer import CaseBatchSource, encode_case, load_finished, load_trainable, train
 
         cfg = self.dv_config
         workdir = Path(workdir)

@@ -2,7 +2,7 @@
 
 peft LoRA on the joint-attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every
 block, rank 128 and ``alpha = rank`` by default (diffusers' CogVideoX LoRA recipe: 132 M trainable
-parameters at rank 128 on 5B), trained through the one trainer (:func:`dualreal.trainer.train`).
+parameters at rank 128 on 5B), trained through the one trainer (:func:`dualreal.engine.trainer.train`).
 Three registry variants, one class (:class:`LoRAMethod`, option ``combine``):
 
 ``lora`` (``combine="adapters"``)
@@ -16,7 +16,7 @@ Three registry variants, one class (:class:`LoRAMethod`, option ``combine``):
     adapter.
 ``lora-joint`` (``combine="joint"``)
     One LoRA trained on both data with DualReal's sampler (Bernoulli(γ = 0.5) image / clip steps,
-    :class:`~dualreal.trainer.CaseBatchSource`) — same data, another parametrisation.
+    :class:`~dualreal.engine.trainer.CaseBatchSource`) — same data, another parametrisation.
 
 Files. Each LoRA is written with diffusers' ``CogVideoXPipeline.save_lora_weights`` (safetensors,
 diffusers key format ``transformer.…lora_A.weight``) and read back for inference by a **stock**
@@ -54,7 +54,7 @@ import torch
 
 from baselines.cogvideox import generate_with_pipeline
 from baselines.common import BaselineConfig, shared_weights_copy
-from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = [
     "TARGET_MODULES",
@@ -260,7 +260,7 @@ class LoRAMethod(CustomizationMethod):
     """LoRA baselines (``lora``, ``lora-paper-merge``, ``lora-joint``); see the module docstring.
 
     Args:
-        backbone: a :class:`~dualreal.backbone.Backbone`.
+        backbone: a :class:`~dualreal.engine.backbone.Backbone`.
         **config: :class:`LoRAConfig` fields (unknown keys are an error).
     """
 
@@ -292,7 +292,7 @@ class LoRAMethod(CustomizationMethod):
 
     # ------------------------------------------------------------------ training
     def _train_run(self, run: str, ratio: float, encoded: Any, folder: Path, progress: Any | None) -> Any:
-        from dualreal.trainer import CaseBatchSource, train
+        from dualreal.engine.trainer import CaseBatchSource, train
 
         cfg = self.lora_config
         model = shared_weights_copy(self.backbone.transformer)
@@ -325,7 +325,7 @@ class LoRAMethod(CustomizationMethod):
         Raises:
             ValueError: a run folder trained with another configuration, or bad data.
         """
-        from dualreal.trainer import encode_case, load_finished
+        from dualreal.engine.trainer import encode_case, load_finished
 
         cfg = self.lora_config
         workdir = Path(workdir)

@@ -2,8 +2,8 @@
 
 MotionBooth fine-tunes a video UNet on a few subject images with three losses and steers the
 subject's motion at inference without training (BASELINES.md, "MotionBooth-style"). Here it trains
-through the one trainer (:func:`dualreal.trainer.train`: ``loss_fn``, ``extra_losses`` and
-``forward_fn`` hooks, an ``alternate`` :class:`~dualreal.trainer.CaseBatchSource`) and generates
+through the one trainer (:func:`dualreal.engine.trainer.train`: ``loss_fn``, ``extra_losses`` and
+``forward_fn`` hooks, an ``alternate`` :class:`~dualreal.engine.trainer.CaseBatchSource`) and generates
 with a stock ``CogVideoXPipeline`` whose attention processors are :class:`SubjectAttnProcessor`.
 
 Adapting the UNet method to the DiT — every choice is an option of :class:`MotionBoothConfig`:
@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.common import BaselineConfig
-from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = [
     "MotionBoothConfig",
@@ -451,7 +451,7 @@ class MotionBoothMethod(CustomizationMethod):
     """MotionBooth-style baseline (``motionbooth``); see the module docstring.
 
     Args:
-        backbone: a :class:`~dualreal.backbone.Backbone`.
+        backbone: a :class:`~dualreal.engine.backbone.Backbone`.
         **config: :class:`MotionBoothConfig` fields (unknown keys are an error).
     """
 
@@ -485,7 +485,7 @@ class MotionBoothMethod(CustomizationMethod):
     def _train(self, case: CaseData, workdir: Path, masks: list[torch.Tensor], ckpt_cfg: dict[str, Any], progress: Any | None):
         from baselines.common import shared_weights_copy
         from baselines.masks import resize_mask
-        from dualreal.trainer import CaseBatchSource, encode_case, train, v_prediction_loss
+        from dualreal.engine.trainer import CaseBatchSource, encode_case, train, v_prediction_loss
 
         cfg = self.mb_config
         tr = self.backbone.transformer
@@ -571,7 +571,7 @@ class MotionBoothMethod(CustomizationMethod):
         """
         from baselines.boxes import box_path_from_clips
         from baselines.masks import subject_masks
-        from dualreal.trainer import load_finished
+        from dualreal.engine.trainer import load_finished
 
         cfg = self.mb_config
         workdir = Path(workdir)
@@ -596,7 +596,7 @@ class MotionBoothMethod(CustomizationMethod):
         from safetensors.torch import load_file
 
         from baselines.common import shared_weights_copy
-        from dualreal.trainer import WEIGHTS_NAME
+        from dualreal.engine.trainer import WEIGHTS_NAME
 
         tr = self.backbone.transformer
         model = shared_weights_copy(tr)

@@ -8,7 +8,6 @@ videos), ``table`` (Table 1/2/3), ``report`` (static HTML), ``list`` (methods, g
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,7 +90,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from benchmark.runner import RunConfig, run as run_grid
-    from dualreal.backbone import BackboneError
+    from dualreal.engine.backbone import BackboneError
 
     try:
         get_spec(method)

@@ -54,7 +54,7 @@ from benchmark.data import (
     load_motion,
 )
 from benchmark.media import IMAGE_EXTENSIONS, MediaError, read_image, read_video, resize_center_crop, select_frames
-from dualreal.protocol import CaseData
+from dualreal.engine.protocol import CaseData
 
 __all__ = [
     "Case",
@@ -539,7 +539,7 @@ def decode_case(
         max_clips: use only the first N motion clips (default all).
 
     Returns:
-        :class:`dualreal.protocol.CaseData`: identity images uint8 ``(height, width, 3)``; motion
+        :class:`dualreal.engine.protocol.CaseData`: identity images uint8 ``(height, width, 3)``; motion
         clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``; ref image uint8
         ``(height, width, 3)``; prompts one per image / clip. All on CPU.
 

@@ -32,7 +32,7 @@ from benchmark.grid import Case, decode_case, filter_cases, load_grid
 from benchmark.media import DECODER, MediaError, read_image, write_video
 from benchmark.registry import create_method
 from benchmark.store import read_json, record_path, video_path, write_json, write_record
-from dualreal.protocol import GenerationSettings
+from dualreal.engine.protocol import GenerationSettings
 
 __all__ = ["RunConfig", "RunSummary", "run", "shard_of"]
 
@@ -173,9 +173,9 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
 
     Raises:
         benchmark.data.DataError / benchmark.grid errors for a bad grid (before any work starts),
-        dualreal.backbone.BackboneError for a backbone that cannot be loaded.
+        dualreal.engine.backbone.BackboneError for a backbone that cannot be loaded.
     """
-    from dualreal.backbone import load_backbone
+    from dualreal.engine.backbone import load_backbone
 
     out = Path(cfg.out)
     all_cases = filter_cases(

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from dualreal.adapters import DualRealAdapters, DualRealModel
-from dualreal.config import DualRealConfig, optimizer_settings
+from dualreal.config import DualRealConfig
+from dualreal.engine.config import optimizer_settings
 from dualreal.controller import FixedFusionWeights, StageBlenderController
-from dualreal.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
-from dualreal.trainer import (
+from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.trainer import (
     CONFIG_NAME,
     CaseBatchSource,
     TrainerConfig,
@@ -206,14 +207,14 @@ class DualRealMethod(CustomizationMethod):
     """DualReal (Wang et al., ICCV 2025) on the shared CogVideoX backbone.
 
     Args:
-        backbone: a :class:`~dualreal.backbone.Backbone`.
+        backbone: a :class:`~dualreal.engine.backbone.Backbone`.
         **config: :class:`~dualreal.config.DualRealConfig` fields (unknown keys are an error); the
             registry's ablation names pass theirs, ``dualbench run --train-steps`` passes
             ``train_steps``.
 
     Raises:
         ValueError: an unknown option or a bad combination.
-        dualreal.image_encoder.ImageEncoderError: the OpenCLIP weights of a real backbone are not
+        dualreal.engine.image_encoder.ImageEncoderError: the OpenCLIP weights of a real backbone are not
             found (checked here, before any work).
     """
 
@@ -224,7 +225,7 @@ class DualRealMethod(CustomizationMethod):
         super().__init__(backbone, **config)
         self.dualreal_config = DualRealConfig.from_overrides(**config).resolve(backbone)
         if self.dualreal_config.image_encoder != "tiny-random":
-            from dualreal.image_encoder import resolve_openclip_weights
+            from dualreal.engine.image_encoder import resolve_openclip_weights
 
             # fail before any work when the OpenCLIP weights are missing (the error says where to put them)
             resolve_openclip_weights(self.dualreal_config.image_encoder, path=self.dualreal_config.image_encoder_path)
@@ -239,7 +240,7 @@ class DualRealMethod(CustomizationMethod):
     def image_encoder(self) -> Any:
         """The reference-image encoder (built on first use)."""
         if self._image_encoder is None:
-            from dualreal.image_encoder import build_image_encoder
+            from dualreal.engine.image_encoder import build_image_encoder
 
             cfg = self.dualreal_config
             self._image_encoder = build_image_encoder(

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dualreal.protocol import GenerationSettings
+from dualreal.engine.protocol import GenerationSettings
 
 __all__ = ["DualRealPipeline", "DualRealPipelineOutput", "format_trace", "frames_to_uint8"]
 
@@ -77,7 +77,7 @@ class DualRealPipeline:
     Args:
         pipe: a diffusers ``CogVideoXPipeline`` whose transformer is ``model.transformer``.
         model: the :class:`~dualreal.adapters.DualRealModel` (adapters + controller).
-        image_encoder: encodes ``ref_image`` (:mod:`dualreal.image_encoder`); optional when the
+        image_encoder: encodes ``ref_image`` (:mod:`dualreal.engine.image_encoder`); optional when the
             caller passes ``ref_embedding``.
         uncond_condition (`str`, defaults to `"same"`): the unconditional branch's condition:
             ``"same"`` (released code) or ``"zeros"``.
@@ -93,7 +93,7 @@ class DualRealPipeline:
 
     @classmethod
     def from_backbone(cls, backbone: Any, model: Any, image_encoder: Any | None = None, **kwargs: Any) -> DualRealPipeline:
-        """Build on a :class:`~dualreal.backbone.Backbone`'s components (no weights copied)."""
+        """Build on a :class:`~dualreal.engine.backbone.Backbone`'s components (no weights copied)."""
         return cls(backbone.pipeline(transformer=model.transformer), model, image_encoder, **kwargs)
 
     # 1. Inputs --------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class DualRealPipeline:
             ref_embedding: its ``(1, e)`` embedding; neither → the motion adapters run without
                 their condition term.
             num_frames, height, width: video geometry (4k+1 frames; multiples of 16).
-            num_inference_steps, guidance_scale: ``None`` → :class:`~dualreal.protocol.GenerationSettings`
+            num_inference_steps, guidance_scale: ``None`` → :class:`~dualreal.engine.protocol.GenerationSettings`
                 defaults.
             seed / generator: the CPU generator seed (or a generator); same seed → same video on CPU.
             negative_prompt: the unconditional branch's prompt (default empty).

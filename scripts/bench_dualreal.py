@@ -9,7 +9,7 @@ a token count that fits a CPU (``--latent-*`` and ``--text-tokens``; the real mo
 * ``infer-base`` / ``infer-dualreal``: one denoising step (batch 2 = the two guidance branches,
   no grad) of the base transformer vs with the DA-Block adapters and the StageBlender controller;
 * ``train-dualreal`` / ``train-lora``: one optimiser step through the shared trainer
-  (:func:`dualreal.trainer.train`: forward, v-loss, backward, gradient mask, AdamW) of DualReal
+  (:func:`dualreal.engine.trainer.train`: forward, v-loss, backward, gradient mask, AdamW) of DualReal
   (adapters + controller, a motion step with a reference-image condition) vs a peft LoRA of rank 128
   on ``to_q, to_k, to_v, to_out.0`` (the LoRA baseline's recipe).
 
@@ -86,7 +86,7 @@ def build(args):
     import torch
     from diffusers import CogVideoXDPMScheduler, CogVideoXTransformer3DModel
 
-    from dualreal.backbone import DTYPES, TINY_PRESET
+    from dualreal.engine.backbone import DTYPES, TINY_PRESET
 
     torch.manual_seed(0)
     dtype = DTYPES[args.dtype]
@@ -113,7 +113,7 @@ def dualreal_model(tr, args, num_groups):
 def run_case(case: str, args) -> dict:
     import torch
 
-    from dualreal.trainer import TrainBatch, TrainerConfig, rotary_embeddings, train
+    from dualreal.engine.trainer import TrainBatch, TrainerConfig, rotary_embeddings, train
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     device = torch.device(args.device)

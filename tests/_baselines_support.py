@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dualreal.protocol import CaseData
+from dualreal.engine.protocol import CaseData
 
 
 def tiny_case(seed: int = 0, motion_clips: list[torch.Tensor] | None = None) -> CaseData:

@@ -73,7 +73,7 @@ def tiny_backbone():
 
     Tests must not modify it in place (methods attach adapters to their own copies).
     """
-    from dualreal.backbone import load_backbone
+    from dualreal.engine.backbone import load_backbone
 
     return load_backbone("tiny")
 

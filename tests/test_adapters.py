@@ -28,7 +28,7 @@ def small_transformer():
 
 
 def inputs(batch: int = 2, seed: int = 1):
-    from dualreal.trainer import rotary_embeddings
+    from dualreal.engine.trainer import rotary_embeddings
 
     g = torch.Generator().manual_seed(seed)
     cfg = CogVideoXTransformer3DModel(**{**SMALL, "num_layers": 1}).config

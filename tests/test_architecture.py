@@ -1,4 +1,5 @@
-"""Dependencies point one way: benchmark → baselines → dualreal; metrics never import methods."""
+"""Dependencies point one way: benchmark → baselines → dualreal (method) → dualreal.engine;
+metrics never import methods."""
 
 import ast
 from pathlib import Path
@@ -32,6 +33,26 @@ def test_dualreal_imports_neither_baselines_nor_benchmark():
     for path in (ROOT / "dualreal").rglob("*.py"):
         bad = _imports(path) & {"baselines", "benchmark"}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_engine_imports_no_method():
+    """The engine (backbone, protocol, trainer, image encoder) never imports DualReal's method
+    modules, the baselines or the benchmark."""
+    for path in (ROOT / "dualreal" / "engine").rglob("*.py"):
+        full = _full_imports(path)
+        bad = {m for m in full if m.split(".")[0] in {"baselines", "benchmark"}}
+        bad |= {m for m in full if m.startswith("dualreal") and not m.startswith("dualreal.engine") and m != "dualreal"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_baselines_import_the_engine_only():
+    """Baselines build on the engine; only DreamVideo reuses DualReal's DA-Block adapters."""
+    allowed_method_imports = {"dreamvideo.py": {"dualreal.adapters", "dualreal.controller", "dualreal.pipeline"}}
+    for path in (ROOT / "baselines").rglob("*.py"):
+        full = _full_imports(path)
+        method = {m for m in full if m.startswith("dualreal") and not m.startswith("dualreal.engine")}
+        bad = method - allowed_method_imports.get(path.name, set())
+        assert not bad, f"{path.relative_to(ROOT)} imports DualReal's method modules {bad}"
 
 
 def test_baselines_do_not_import_benchmark():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dualreal.backbone import BackboneError, TINY_PRESET, build_tiny_tokenizer, load_backbone
+from dualreal.engine.backbone import BackboneError, TINY_PRESET, build_tiny_tokenizer, load_backbone
 
 
 def test_tiny_backbone_is_frozen_random_and_5b_shaped(tiny_backbone):
@@ -59,7 +59,7 @@ def test_pretrained_folder_round_trip(tmp_path, tiny_backbone):
 
 def test_cogvideox_generation_is_deterministic(tiny_backbone):
     from baselines.cogvideox import CogVideoXMethod, strip_identity_token
-    from dualreal.protocol import GenerationSettings
+    from dualreal.engine.protocol import GenerationSettings
 
     m = CogVideoXMethod(tiny_backbone)
     s = GenerationSettings(num_inference_steps=2)
@@ -77,7 +77,7 @@ def test_fingerprint_is_stable_across_processes():
     import subprocess
     import sys
 
-    code = "from dualreal.backbone import load_backbone; print(load_backbone('tiny').fingerprint())"
+    code = "from dualreal.engine.backbone import load_backbone; print(load_backbone('tiny').fingerprint())"
     prints = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**__import__('os').environ, "PYTHONHASHSEED": seed}).stdout.strip()

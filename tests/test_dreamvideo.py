@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from baselines.dreamvideo import DreamVideoConfig, DreamVideoMethod, DropoutBatchSource, build_dreamvideo_model
 from _baselines_support import tiny_case
-from dualreal.protocol import GenerationSettings
-from dualreal.trainer import TrainBatch
+from dualreal.engine.protocol import GenerationSettings
+from dualreal.engine.trainer import TrainBatch
 
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
 

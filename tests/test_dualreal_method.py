@@ -12,7 +12,7 @@ from benchmark.registry import create_method, list_methods
 from dualreal.config import DualRealConfig
 from dualreal.method import DualRealMethod, load_dualreal
 from dualreal.pipeline import DualRealPipeline
-from dualreal.protocol import CaseData, GenerationSettings
+from dualreal.engine.protocol import CaseData, GenerationSettings
 
 SETTINGS = GenerationSettings(num_frames=9, height=64, width=96, num_inference_steps=2)  # small for speed
 PROMPT = "dog * is walking on the beach"
@@ -175,7 +175,7 @@ def test_trainable_parameter_count_of_the_5b_configuration():
 
 
 def test_image_encoder_tiny_random_and_weight_resolution(tmp_path, monkeypatch):
-    from dualreal.image_encoder import ImageEncoderError, build_image_encoder, resolve_openclip_weights
+    from dualreal.engine.image_encoder import ImageEncoderError, build_image_encoder, resolve_openclip_weights
 
     a, b = build_image_encoder("tiny-random", seed=3), build_image_encoder("tiny-random", seed=3)
     img = torch.randint(0, 256, (2, 48, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -19,7 +19,7 @@ from benchmark.grid import (
     load_grid,
 )
 from benchmark.media import read_video
-from dualreal.protocol import CaseData
+from dualreal.engine.protocol import CaseData
 
 # ---------------------------------------------------------------------------------- built-ins
 

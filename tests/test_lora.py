@@ -19,7 +19,7 @@ from baselines.lora import (
 )
 from baselines.common import shared_weights_copy
 from _baselines_support import tiny_case
-from dualreal.protocol import GenerationSettings
+from dualreal.engine.protocol import GenerationSettings
 
 RANK, ALPHA = 4, 8.0  # alpha != rank: the files carry no alpha, set_adapters must apply alpha / rank
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)

@@ -25,7 +25,7 @@ from baselines.motionbooth import (
     trainable_parameter_names,
 )
 from _baselines_support import tiny_case
-from dualreal.protocol import GenerationSettings
+from dualreal.engine.protocol import GenerationSettings
 
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
 

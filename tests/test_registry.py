@@ -21,7 +21,7 @@ def test_wildcard_listing():
 def test_every_registered_target_imports_and_is_a_method():
     import importlib
 
-    from dualreal.protocol import CustomizationMethod
+    from dualreal.engine.protocol import CustomizationMethod
 
     for spec in METHODS.values():
         module, _, attr = spec.target.partition(":")

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
 
 from benchmark.grid import SAMPLE_DIR
 from benchmark.media import read_video

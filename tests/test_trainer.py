@@ -18,11 +18,11 @@ import torch
 from diffusers import CogVideoXDPMScheduler, CogVideoXTransformer3DModel
 
 from dualreal.adapters import DualRealAdapters, DualRealModel
-from dualreal.backbone import TINY_PRESET
+from dualreal.engine.backbone import TINY_PRESET
 from dualreal.config import DualRealConfig
 from dualreal.controller import StageBlenderController
 from dualreal.method import dualreal_mask, train_dualreal
-from dualreal.trainer import (
+from dualreal.engine.trainer import (
     CaseBatchSource,
     EncodedCase,
     TrainBatch,
@@ -242,7 +242,7 @@ DDP_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_trainer import Scripted, small_setup, snapshot, check_step
     from dualreal.method import dualreal_mask
-    from dualreal.trainer import TrainerConfig, train
+    from dualreal.engine.trainer import TrainerConfig, train
 
     tr, model, sched = small_setup()
     groups = model.parameter_groups()

@@ -1,7 +1,7 @@
 """The method protocol: what every customisation method (DualReal, its ablations, the baselines)
 offers the benchmark's run loop.
 
-A method is built with a :class:`~dualreal.backbone.Backbone`, **fits** one case (identity images +
+A method is built with a :class:`~dualreal.engine.backbone.Backbone`, **fits** one case (identity images +
 motion clips) into a folder, and **generates** one video per (prompt, seed). The run loop owns the
 grid, sharding, resume, writing mp4s and scoring; a method owns only its parameters.
 
