@@ -24,6 +24,7 @@ import typer
 from benchmark.encoders import EncoderWeightsError
 from benchmark.media import VIDEO_EXTENSIONS, MediaError
 from benchmark.metrics import DERIVED_COLUMNS, METRICS
+from benchmark.store import OUTPUT_FORMATS, export_records
 from benchmark.scorer import Scorer, reference_images, resolve_metrics
 
 __all__ = [
@@ -32,14 +33,9 @@ __all__ = [
     "prompt_from_filename",
     "evaluate_paths",
     "summarize",
-    "write_results",
     "eval_command",
     "print_results",
-    "OUTPUT_FORMATS",
 ]
-
-#: ``--out`` formats, chosen by the file's extension.
-OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 
 _INFO_COLUMNS = (
     "status", "error", "prompt", "num_frames", "height", "width", "fps", "dd_interval", "dd_pad_multiple",
@@ -249,35 +245,6 @@ def summarize(df: pd.DataFrame) -> dict[str, float]:
     return {c: float(pd.to_numeric(ok[c], errors="coerce").mean()) if len(ok) else math.nan for c in cols}
 
 
-def write_results(df: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """Write rows as CSV, parquet or JSON (a list of records), by ``out``'s extension, atomically.
-
-    Raises:
-        ValueError: unknown extension.
-    """
-    import tempfile
-
-    out = Path(out)
-    ext = out.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"--out {out}: unknown format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
-        if ext == ".csv":
-            df.to_csv(tmp, index=False)
-        elif ext == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            Path(tmp).write_text(df.to_json(orient="records", indent=1, double_precision=15))
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
-
-
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "—" if math.isnan(v) else (f"{v:.4f}" if abs(v) < 100 else f"{v:.2f}")
@@ -378,7 +345,7 @@ def eval_command(
         raise typer.Exit(2) from None
     print_results(df, console)
     if out is not None:
-        write_results(df, out)
+        export_records(df, out)
         console.print(f"wrote {len(df)} rows to {out}")
     if not (df["status"] == "ok").any():
         raise typer.Exit(1)

@@ -7,12 +7,13 @@ one-line message that names the file. Nothing here resizes unless asked to.
 from __future__ import annotations
 
 import os
-import secrets
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from dualreal.engine.io import atomic_path
 
 __all__ = [
     "MediaError",
@@ -179,7 +180,7 @@ def read_video(
 def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *, crf: int = 12) -> Path:
     """Write uint8 frames ``(F, H, W, 3)`` as an H.264 mp4 (yuv420p, plays everywhere), atomically.
 
-    The file appears under its final name only once complete (temp file + ``os.replace``), so an
+    The file appears under its final name only once complete (:func:`dualreal.engine.io.atomic_path`), so an
     interrupted write never leaves a half mp4 behind. Odd sizes are padded to even by edge
     replication (yuv420p needs even sizes).
 
@@ -197,12 +198,8 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *
     pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
     if pad_h or pad_w:
         arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temp name created with mode 0666 & ~umask (mkstemp would make the video 0600).
-    tmp = str(path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.mp4.part")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
+    with atomic_path(path, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height = arr.shape[2], arr.shape[1]
             stream.pix_fmt = "yuv420p"
@@ -216,10 +213,6 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import typer
 
+from dualreal.engine.io import atomic_write_text
 from benchmark.plots import make_plots
 from benchmark.store import load_records, video_path, video_stem
 from benchmark.tables import RANDOM_NOTE, aggregate, build_table, render_html, table_rows
@@ -245,9 +246,7 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
             f"<title>dualbench report — {_e(runs.name)}</title><style>{CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     index = out / "index.html"
-    tmp = index.with_suffix(".html.part")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)
+    atomic_write_text(index, page)
     return index
 
 

