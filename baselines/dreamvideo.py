@@ -162,28 +162,22 @@ class DropoutBatchSource:
 
 
 def build_dreamvideo_model(backbone: Any, config: DreamVideoConfig, *, condition_dim: int):
-    """Fresh DreamVideo-style adapters (seeded) around ``backbone.transformer`` (config resolved)."""
-    from dualreal.adapters import DualRealAdapters, DualRealModel
+    """Fresh DreamVideo-style adapters (seeded) around ``backbone.transformer`` (config resolved):
+    DualReal's DA-Block adapters with DreamVideo's geometry and fixed weights ``config.weights``."""
+    from dualreal.adapters import DualRealModel
     from dualreal.controller import FixedFusionWeights
 
-    tr = backbone.transformer
-    cfg = tr.config
-    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        adapters = DualRealAdapters(
-            int(cfg.num_layers),
-            inner,
-            bottleneck_dim=int(config.bottleneck),
-            condition_dim=condition_dim,
-            condition_scale=config.condition_scale,
-            residual=config.residual_in_adapter,
-            identity_ff=config.identity_ff,
-        )
     w_id, w_mo = config.weights
-    model = DualRealModel(tr, adapters, FixedFusionWeights(num_groups=1, identity_weight=w_id, motion_weight=w_mo))
-    model.adapters.to(next(tr.parameters()).device)
-    return model
+    return DualRealModel.with_new_adapters(
+        backbone.transformer,
+        seed=config.seed,
+        make_controller=lambda **_: FixedFusionWeights(num_groups=1, identity_weight=w_id, motion_weight=w_mo),
+        bottleneck_dim=int(config.bottleneck),
+        condition_dim=condition_dim,
+        condition_scale=config.condition_scale,
+        residual=config.residual_in_adapter,
+        identity_ff=config.identity_ff,
+    )
 
 
 class DreamVideoMethod(ImageConditionedMethod):
@@ -293,8 +287,7 @@ class DreamVideoMethod(ImageConditionedMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.model is None:
-            raise RuntimeError("dreamvideo.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.model)
         from dualreal.pipeline import generate_with_adapters
 
         cfg = self.config

@@ -359,8 +359,7 @@ class LoRAMethod(CustomizationMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.pipe is None:
-            raise RuntimeError(f"{self.name}.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.pipe)
         frames = generate_with_pipeline(self.pipe, self.backbone, prompt, seed, settings)
         cfg = self.config
         return GeneratedVideo(

@@ -656,8 +656,7 @@ class MotionBoothMethod(CustomizationMethod):
         """
         from baselines.cogvideox import generate_with_pipeline
 
-        if self.pipe is None:
-            raise RuntimeError("motionbooth.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.pipe)
         control = self.control
         plan = self.steering_plan(prompt, settings)
         extras: dict[str, Any] = {**self.mask_info, "motion_control": "off"}

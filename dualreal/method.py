@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dualreal.adapters import DualRealAdapters, DualRealModel
+from dualreal.adapters import DualRealModel
 from dualreal.config import DualRealConfig
 from dualreal.controller import FixedFusionWeights, StageBlenderController
 from dualreal.engine.image_encoder import ImageConditionedMethod
@@ -44,37 +44,31 @@ __all__ = ["DualRealMethod", "build_dualreal_model", "load_dualreal", "train_dua
 def build_dualreal_model(backbone: Any, config: DualRealConfig, *, condition_dim: int) -> DualRealModel:
     """Fresh adapters and controller (seeded with ``config.seed``) around ``backbone.transformer``.
 
-    Adapters and controller are float32 on the backbone's device; the base model is not touched.
+    Adapters and controller are float32 on the backbone's device; the base model is not touched
+    (:meth:`~dualreal.adapters.DualRealModel.with_new_adapters`).
     """
-    tr = backbone.transformer
-    cfg = tr.config
-    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        adapters = DualRealAdapters(
-            int(cfg.num_layers),
-            inner,
-            bottleneck_dim=config.bottleneck_dim,
-            condition_dim=condition_dim,
-            condition_scale=config.condition_scale,
-            residual=config.residual_in_adapter,
-        )
+
+    def make_controller(*, inner_dim: int, time_embed_dim: int) -> torch.nn.Module:
         if config.use_controller:
-            controller = StageBlenderController(
-                inner_dim=inner,
-                time_embed_dim=int(cfg.time_embed_dim),
+            return StageBlenderController(
+                inner_dim=inner_dim,
+                time_embed_dim=time_embed_dim,
                 head_dim=config.controller_head_dim,
                 num_groups=config.num_groups,
                 scale=config.fusion_scale,
             )
-        else:
-            w_id, w_mo = config.weights_without_controller
-            controller = FixedFusionWeights(num_groups=config.num_groups, identity_weight=w_id, motion_weight=w_mo)
-    model = DualRealModel(tr, adapters, controller)
-    device = next(tr.parameters()).device
-    model.adapters.to(device)
-    model.controller.to(device)
-    return model
+        w_id, w_mo = config.weights_without_controller
+        return FixedFusionWeights(num_groups=config.num_groups, identity_weight=w_id, motion_weight=w_mo)
+
+    return DualRealModel.with_new_adapters(
+        backbone.transformer,
+        seed=config.seed,
+        make_controller=make_controller,
+        bottleneck_dim=config.bottleneck_dim,
+        condition_dim=condition_dim,
+        condition_scale=config.condition_scale,
+        residual=config.residual_in_adapter,
+    )
 
 
 def dualreal_mask(kind: str) -> set[str]:
@@ -255,8 +249,7 @@ class DualRealMethod(ImageConditionedMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.model is None:
-            raise RuntimeError("DualRealMethod.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.model)
         from dualreal.pipeline import generate_with_adapters
 
         out = generate_with_adapters(

@@ -164,14 +164,14 @@ def test_trainable_parameter_count_of_the_5b_configuration():
         model = build_dualreal_model(SimpleNamespace(transformer=tr), DualRealConfig(), condition_dim=1024)
     counts = {k: sum(p.numel() for p in ps) for k, ps in model.parameter_groups().items()}
 
-    # By hand from METHOD.md: C = 3072, d = 64, e = 1024, T = 512, L = 42, n = 7.
+    # By hand from docs/METHOD.md §1: C = 3072, d = 64, e = 1024, T = 512, L = 42, n = 7.
     C, d, e, T, L, n = 3072, 64, 1024, 512, 42, 7
     adapter = (C * d + d) + (d * C + C)  # W_down, W_up with biases
     identity = L * 2 * adapter  # attention + feed-forward
     motion = L * 2 * (adapter + e * C + C)  # plus W_cond
     controller = (T * 3 * T + 3 * T) + (C * T + T) + 2 * T + (T * 4 * T + 4 * T) + (4 * T * T + T) + (T * 128 + 128) + (128 * n + n)
     assert counts == {"identity": identity, "motion": motion, "controller": controller}
-    assert identity + motion + controller == 335_614_983  # ≈ 335.6 M, as METHOD.md states
+    assert identity + motion + controller == 335_614_983  # ≈ 335.6 M, as docs/METHOD.md §1 states
 
 
 def test_image_encoder_tiny_random_and_weight_resolution(tmp_path, monkeypatch):

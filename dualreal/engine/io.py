@@ -29,7 +29,8 @@ __all__ = [
 PART_SUFFIX = ".part"
 
 
-def _fsync_file(path: str) -> None:
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder entry's) data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -39,11 +40,7 @@ def _fsync_file(path: str) -> None:
 
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened / synced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(folder)
 
 
 def atomic_replace(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -53,7 +50,7 @@ def atomic_replace(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     staging folder), so that the rename is atomic. Returns ``dst``.
     """
     dst = Path(dst)
-    _fsync_file(str(src))
+    _fsync(src)
     os.replace(src, dst)
     _fsync_dir(dst.parent)
     return dst

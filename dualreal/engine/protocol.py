@@ -136,6 +136,15 @@ class CustomizationMethod(ABC):
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         """Generate one video for ``prompt`` with ``seed``; deterministic on CPU for a given seed."""
 
+    def check_fitted(self, fitted: Any) -> None:
+        """For :meth:`generate`: raise unless ``fitted`` (the state :meth:`fit` sets) is not ``None``.
+
+        Raises:
+            RuntimeError: :meth:`fit` was not called; the message names the method and says so.
+        """
+        if fitted is None:
+            raise RuntimeError(f"{self.name}.generate needs a fitted case: call fit(case, workdir) first")
+
     def describe(self) -> dict[str, Any]:
         """JSON-able configuration, hashed into every record's ``config_hash``."""
         return {"method": self.name, **self.config.describe()}
