@@ -61,10 +61,10 @@ class DualRealConfig(ImageConditionedConfig):
 
     # Smoke-test size on the tiny preset: 10 Bernoulli(0.5) steps see both step kinds (all one kind
     # has probability 2^-9), so the mask, the controller and checkpointing all run; 3 clips per
-    # motion step as the paper's batch (DualReal §4.1). results/regression/smoke.json holds values
+    # motion step as the paper's batch (docs/METHOD.md §3.6). results/regression/smoke.json holds values
     # produced with exactly these sizes.
     TINY_STEPS: ClassVar[int] = 10  # overrides the engine's 3: see the comment above
-    TINY_MOTION_BATCH: ClassVar[int] = 3  # overrides the engine's 1: the paper's 3 clips (§4.1)
+    TINY_MOTION_BATCH: ClassVar[int] = 3  # overrides the engine's 1: the paper's 3 clips (docs/METHOD.md §3.6)
 
     # 1. DA-Block adapters
     bottleneck_dim: int = 64

@@ -115,7 +115,7 @@ def test_a_base_value_is_redeclared_only_as_a_documented_change(cls):
 # ------------------------------------------------------------------------------ resolution
 EXPECTED = {
     # class: (real: steps, warm-up, clips per motion step), (tiny: …) — from the sources in docs/
-    "DualRealConfig": ((1000, 200, 3), (10, 2, 3)),  # paper §4.1; tiny smoke size
+    "DualRealConfig": ((1000, 200, 3), (10, 2, 3)),  # docs/METHOD.md §3.6; tiny smoke size
     "LoRAConfig": ((1000, 200, 3), (3, 1, 1)),  # round(0.2 · 3) = 1
     "DreamVideoConfig": ((1000, 0, 3), (3, 0, 1)),  # constant learning rate
     "MotionBoothConfig": ((300, 0, 1), (3, 0, 1)),
@@ -154,7 +154,7 @@ def test_trainer_config_carries_every_shared_setting():
         1000, 200, "bf16", 3, True, 2
     )
     paper = {"learning_rate": 1e-3, "adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 1e-4, "adam_epsilon": 1e-8,
-             "max_grad_norm": 1.0, "lr_scheduler": "cosine_with_restarts", "lr_num_cycles": 1}  # DualReal §4.1
+             "max_grad_norm": 1.0, "lr_scheduler": "cosine_with_restarts", "lr_num_cycles": 1}  # docs/METHOD.md §3.6
     assert {k: getattr(t, k) for k in paper} == paper
     assert {k: getattr(TrainerConfig(), k) for k in paper} == paper
     mb = next(c for c in config_classes() if c.__name__ == "MotionBoothConfig")().resolve(REAL).trainer_config("mb")

@@ -69,7 +69,7 @@ def mixed_precision_for(dtype: Any) -> str:
 
 @dataclass
 class OptimizerSettings:
-    """The paper's optimiser and learning-rate schedule (DualReal §4.1; docs/METHOD.md §3.6).
+    """The paper's optimiser and learning-rate schedule (the paper's implementation details; docs/METHOD.md §3.6).
 
     The one place these defaults live: :class:`~dualreal.engine.trainer.TrainerConfig` and every
     :class:`TrainingConfig` inherit them.
@@ -198,10 +198,10 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
 
     Backbone-dependent defaults (class constants; a subclass overrides them with its source):
 
-    * ``PAPER_STEPS`` (1000, DualReal §4.1) on a real CogVideoX, ``TINY_STEPS`` (3) on the
+    * ``PAPER_STEPS`` (1000, the paper's; docs/METHOD.md §3.6) on a real CogVideoX, ``TINY_STEPS`` (3) on the
       random-weights ``tiny`` preset, whose only purpose is to run every code path quickly;
     * ``WARMUP_FRACTION`` (0.2: the paper's 200 of 1000 steps);
-    * ``PAPER_MOTION_BATCH`` (3 clips per motion step, DualReal §4.1), ``TINY_MOTION_BATCH`` (1).
+    * ``PAPER_MOTION_BATCH`` (3 clips per motion step, the paper's), ``TINY_MOTION_BATCH`` (1).
 
     Attributes:
         learning_rate, adam_beta1, adam_beta2, weight_decay, adam_epsilon, max_grad_norm,
