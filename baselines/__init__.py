@@ -1,1 +1,1 @@
-"""Comparison methods on the shared CogVideoX backbone and the shared trainer (BASELINES.md)."""
+"""Comparison methods on the shared CogVideoX backbone and the shared trainer (docs/BASELINES.md)."""

@@ -2,7 +2,7 @@
 
 MotionBooth steers the subject along a user-drawn box per frame; it never learns motion from
 reference clips. Our cases come with motion clips instead, so the box path is *derived* from them
-(BASELINES.md, "boxes"):
+(docs/BASELINES.md, "MotionBooth-style", boxes):
 
 1. **Flow.** OpenCV Farnebäck dense optical flow between consecutive frames of a clip, on frames
    scaled to at most ``max_side`` pixels (grey). Chosen over torchvision RAFT because RAFT's

@@ -1,8 +1,9 @@
 """CogVideoX with no customisation: the reference point for what each method adds.
 
-Decision (BASELINES.md leaves it open): the identity token ``*`` is removed from the evaluation
+Decision (docs/BASELINES.md, "CogVideoX"): the identity token ``*`` is removed from the evaluation
 prompt ("dog * wearing a cape" → "dog wearing a cape"), since the untuned model has never seen it;
-the same normalisation CLIP-T applies to the text.
+the same normalisation CLIP-T applies to the text. The method has no options (its config is the
+empty :class:`~dualreal.engine.config.MethodConfig`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 
 import torch
 
-from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings, frames_to_uint8
 
 __all__ = ["CogVideoXMethod", "strip_identity_token", "generate_with_pipeline"]
 
@@ -26,15 +27,13 @@ def strip_identity_token(prompt: str) -> str:
 def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: GenerationSettings, **kwargs) -> torch.Tensor:
     """Run a CogVideoX pipeline once; returns uint8 frames ``(F, H, W, 3)`` on CPU.
 
-    ``None`` geometry in ``settings`` falls back to the backbone's defaults. The generator lives on
-    the CPU so a seed gives the same initial noise on every device.
+    ``None`` geometry in ``settings`` falls back to the backbone's defaults
+    (:meth:`~dualreal.engine.protocol.GenerationSettings.geometry`). The generator lives on the CPU
+    so a seed gives the same initial noise on every device. ``kwargs`` go to the pipeline call.
     """
-    d = backbone.defaults
     out = pipe(
         prompt=prompt,
-        num_frames=settings.num_frames or d["num_frames"],
-        height=settings.height or d["height"],
-        width=settings.width or d["width"],
+        **settings.geometry(backbone),
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
         generator=torch.Generator("cpu").manual_seed(seed),
@@ -42,7 +41,7 @@ def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: Gen
         max_sequence_length=backbone.max_text_seq_length,
         **kwargs,
     ).frames[0]  # (F, 3, H, W) float in [0, 1]
-    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+    return frames_to_uint8(out)
 
 
 class CogVideoXMethod(CustomizationMethod):

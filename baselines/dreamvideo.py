@@ -1,6 +1,6 @@
 """DreamVideo-style customisation (Wei et al., CVPR 2024) on the shared CogVideoX backbone.
 
-The isolated paradigm DualReal argues against (BASELINES.md, "DreamVideo-style"): an identity
+The isolated paradigm DualReal argues against (docs/BASELINES.md, "DreamVideo-style"): an identity
 adapter and a motion adapter trained in two separate runs, combined only at inference.
 
 What is reused. The adapters are DualReal's :class:`~dualreal.adapters.DualRealAdapters` attached
@@ -55,37 +55,47 @@ from typing import Any, ClassVar
 
 import torch
 
-from baselines.common import BaselineConfig
-from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.config import ImageConditionedConfig, is_tiny
+from dualreal.engine.image_encoder import ImageConditionedMethod
+from dualreal.engine.protocol import CaseData, GeneratedVideo, GenerationSettings
 
 __all__ = ["DreamVideoConfig", "DreamVideoMethod", "DropoutBatchSource", "build_dreamvideo_model"]
 
 
 @dataclass
-class DreamVideoConfig(BaselineConfig):
+class DreamVideoConfig(ImageConditionedConfig):
     """DreamVideo-style options (see the module docstring for the reasons).
+
+    The training, image-encoder and guidance-condition fields are
+    :class:`~dualreal.engine.config.ImageConditionedConfig`'s; the values that differ from the
+    engine's defaults are re-declared below with their source.
 
     Attributes:
         bottleneck: ``"half"`` (``C/2``) or an int ``d`` for both adapters.
         identity_ff: identity adapter beside the feed-forward network too (False: attention only).
         residual_in_adapter: keep a skip term inside the adapters (False: neutral at init).
         condition_scale: ``λ`` of the motion adapter's condition term (1.0).
-        identity_steps, motion_steps: steps of the two runs (``None`` → 1000 / 3000, or 3 / 3 on
-            ``tiny``); ``train_steps`` overrides both.
+        identity_steps, motion_steps: steps of the two runs (``None`` → ``PAPER_STEPS`` = 1000 /
+            ``PAPER_MOTION_STEPS`` = 3000, or ``TINY_STEPS`` = 3 each on ``tiny``);
+            ``train_steps`` overrides both.
         text_dropout, image_dropout: per-sample dropout of the prompt (empty prompt) and of the image
             condition (zeros) in motion training (0.5, 0.5).
         weights: ``(w_id, w_mo)`` at inference (1.0, 1.0).
-        uncond_condition: the unconditional branch's image condition, ``zeros`` or ``same``.
-        image_encoder, image_encoder_path: as DualReal's (``auto`` → ``tiny-random`` on ``tiny``,
-            else OpenCLIP ``ViT-H-14``).
     """
 
-    PAPER_STEPS: ClassVar[int] = 1000
-    TINY_STEPS: ClassVar[int] = 3
+    #: Steps of the motion run on a real backbone (VGen ``configs/dreamvideo/motionLearning/
+    #: carTurn_motionLearning.yaml``: ``num_steps: 3000``). The identity run takes ``PAPER_STEPS``
+    #: = 1000, as ``configs/dreamvideo/subjectLearning/dog2_subjectLearning_step2.yaml``.
+    PAPER_MOTION_STEPS: ClassVar[int] = 3000
+    # VGen's DreamVideo configs: ``decay_mode: 'none'`` (constant learning rate, no warm-up).
     WARMUP_FRACTION: ClassVar[float] = 0.0
 
+    # VGen subjectLearning_step2.yaml ``lr: 0.00001``; motionLearning configs name 1e-5 the default.
     learning_rate: float = 1e-5
-    lr_scheduler: str = "constant"
+    lr_scheduler: str = "constant"  # VGen DreamVideo configs: ``decay_mode: 'none'``
+    # VGen playingGuitar_motionLearning.yaml: ``appearance_guide_strength_uncond: 0`` (no image
+    # condition in the unconditional branch).
+    uncond_condition: str = "zeros"
     bottleneck: Any = "half"
     identity_ff: bool = False
     residual_in_adapter: bool = False
@@ -95,9 +105,6 @@ class DreamVideoConfig(BaselineConfig):
     text_dropout: float = 0.5
     image_dropout: float = 0.5
     weights: tuple[float, float] = (1.0, 1.0)
-    uncond_condition: str = "zeros"
-    image_encoder: str = "auto"
-    image_encoder_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -111,21 +118,17 @@ class DreamVideoConfig(BaselineConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.weights) != 2:
             raise ValueError(f"weights must be (w_id, w_mo), got {self.weights}")
-        if self.uncond_condition not in ("zeros", "same"):
-            raise ValueError(f"uncond_condition must be 'zeros' or 'same', got {self.uncond_condition!r}")
 
     def resolve(self, backbone: Any) -> DreamVideoConfig:
-        tiny = self.is_tiny(backbone)
-        out = super().resolve(backbone)
-        identity = self.train_steps or self.identity_steps or (self.TINY_STEPS if tiny else 1000)
-        motion = self.train_steps or self.motion_steps or (self.TINY_STEPS if tiny else 3000)
-        encoder = "tiny-random" if self.image_encoder == "auto" and tiny else (
-            "ViT-H-14" if self.image_encoder == "auto" else self.image_encoder
-        )
-        width = int(backbone.transformer.config.num_attention_heads * backbone.transformer.config.attention_head_dim)
+        """The engine's resolution, plus the two runs' steps and the bottleneck width."""
+        tiny = is_tiny(backbone)
+        identity = self.train_steps or self.identity_steps or (self.TINY_STEPS if tiny else self.PAPER_STEPS)
+        motion = self.train_steps or self.motion_steps or (self.TINY_STEPS if tiny else self.PAPER_MOTION_STEPS)
+        tc = backbone.transformer.config
+        width = int(tc.num_attention_heads * tc.attention_head_dim)
         bottleneck = width // 2 if self.bottleneck == "half" else int(self.bottleneck)
         return dataclasses.replace(
-            out, identity_steps=identity, motion_steps=motion, image_encoder=encoder, bottleneck=bottleneck
+            super().resolve(backbone), identity_steps=identity, motion_steps=motion, bottleneck=bottleneck
         )
 
 
@@ -159,77 +162,51 @@ class DropoutBatchSource:
 
 
 def build_dreamvideo_model(backbone: Any, config: DreamVideoConfig, *, condition_dim: int):
-    """Fresh DreamVideo-style adapters (seeded) around ``backbone.transformer`` (config resolved)."""
-    from dualreal.adapters import DualRealAdapters, DualRealModel
+    """Fresh DreamVideo-style adapters (seeded) around ``backbone.transformer`` (config resolved):
+    DualReal's DA-Block adapters with DreamVideo's geometry and fixed weights ``config.weights``."""
+    from dualreal.adapters import DualRealModel
     from dualreal.controller import FixedFusionWeights
 
-    tr = backbone.transformer
-    cfg = tr.config
-    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        adapters = DualRealAdapters(
-            int(cfg.num_layers),
-            inner,
-            bottleneck_dim=int(config.bottleneck),
-            condition_dim=condition_dim,
-            condition_scale=config.condition_scale,
-            residual=config.residual_in_adapter,
-            identity_ff=config.identity_ff,
-        )
     w_id, w_mo = config.weights
-    model = DualRealModel(tr, adapters, FixedFusionWeights(num_groups=1, identity_weight=w_id, motion_weight=w_mo))
-    model.adapters.to(next(tr.parameters()).device)
-    return model
+    return DualRealModel.with_new_adapters(
+        backbone.transformer,
+        seed=config.seed,
+        make_controller=lambda **_: FixedFusionWeights(num_groups=1, identity_weight=w_id, motion_weight=w_mo),
+        bottleneck_dim=int(config.bottleneck),
+        condition_dim=condition_dim,
+        condition_scale=config.condition_scale,
+        residual=config.residual_in_adapter,
+        identity_ff=config.identity_ff,
+    )
 
 
-class DreamVideoMethod(CustomizationMethod):
+class DreamVideoMethod(ImageConditionedMethod):
     """DreamVideo-style baseline (``dreamvideo``); see the module docstring.
 
     Args:
         backbone: a :class:`~dualreal.engine.backbone.Backbone`.
-        **config: :class:`DreamVideoConfig` fields (unknown keys are an error).
+        **options: :class:`DreamVideoConfig` fields (unknown keys are an error); resolved into :attr:`config`.
+
+    Raises:
+        dualreal.engine.image_encoder.ImageEncoderError: the OpenCLIP weights are not found.
     """
 
     name = "dreamvideo"
     trainable = True
+    config_class = DreamVideoConfig
+    config: DreamVideoConfig
 
-    def __init__(self, backbone: Any, **config: Any) -> None:
-        super().__init__(backbone, **config)
-        self.dv_config = DreamVideoConfig.from_overrides(**config).resolve(backbone)
-        self._image_encoder = None
+    def __init__(self, backbone: Any, **options: Any) -> None:
+        super().__init__(backbone, **options)
         self.model = None
         self.ref_embedding: torch.Tensor | None = None
         self.last_fit: dict[str, Any] = {}
 
-    @property
-    def image_encoder(self) -> Any:
-        if self._image_encoder is None:
-            from dualreal.engine.image_encoder import build_image_encoder
-
-            cfg = self.dv_config
-            self._image_encoder = build_image_encoder(
-                cfg.image_encoder, path=cfg.image_encoder_path, device=self.backbone.device, seed=cfg.seed
-            )
-        return self._image_encoder
-
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self.dv_config.to_dict(), "image_encoder_random_weights": self.dv_config.image_encoder == "tiny-random"}
-
-    def checkpoint_config(self, run: str) -> dict[str, Any]:
-        enc = self.image_encoder
-        # inference-only options and the other run's options do not invalidate a finished run
+    def run_config(self, run: str) -> dict[str, Any]:
+        """``config.json`` of one of the two runs. Inference-only options and the other run's
+        options are left out: changing them does not invalidate a finished run."""
         other = ("motion_steps", "text_dropout", "image_dropout") if run == "identity" else ("identity_steps",)
-        skip = ("weights", "uncond_condition", *other)
-        fields = {k: v for k, v in self.dv_config.to_json_dict().items() if k not in skip}
-        return {
-            **fields,
-            "_run": run,
-            "_backbone": self.backbone.source,
-            "_backbone_fingerprint": self.backbone.fingerprint(),
-            "_image_encoder": enc.name,
-            "_condition_dim": int(enc.embed_dim),
-        }
+        return self.checkpoint_config(exclude=("weights", "uncond_condition", *other), _run=run)
 
     def _empty_prompt(self) -> torch.Tensor:
         pipe = self.backbone.pipeline()
@@ -246,7 +223,7 @@ class DreamVideoMethod(CustomizationMethod):
         """
         from dualreal.engine.trainer import CaseBatchSource, encode_case, load_finished, load_trainable, train
 
-        cfg = self.dv_config
+        cfg = self.config
         workdir = Path(workdir)
         encoder = self.image_encoder
         model = build_dreamvideo_model(self.backbone, cfg, condition_dim=encoder.embed_dim)
@@ -261,7 +238,7 @@ class DreamVideoMethod(CustomizationMethod):
                 folder = workdir / kind
                 params = groups[kind]
                 load = lambda m, f, params=params: load_trainable(m, f, expected=params)  # noqa: E731
-                done = load_finished(folder, model, checkpoint_config=self.checkpoint_config(kind), load_fn=load)
+                done = load_finished(folder, model, checkpoint_config=self.run_config(kind), load_fn=load)
                 if done is None:
                     if encoded is None:
                         encoded = encode_case(self.backbone, case, num_frames=cfg.train_frames, image_encoder=encoder)
@@ -290,7 +267,7 @@ class DreamVideoMethod(CustomizationMethod):
                             config=cfg.trainer_config(f"dreamvideo-{kind}", train_steps=steps),
                             model=model,
                             workdir=folder,
-                            checkpoint_config=self.checkpoint_config(kind),
+                            checkpoint_config=self.run_config(kind),
                             load_fn=load,
                             progress=progress,
                         )
@@ -310,22 +287,13 @@ class DreamVideoMethod(CustomizationMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.model is None:
-            raise RuntimeError("dreamvideo.generate needs a fitted case: call fit(case, workdir) first")
-        from dualreal.pipeline import DualRealPipeline
+        self.check_fitted(self.model)
+        from dualreal.pipeline import generate_with_adapters
 
-        d = self.backbone.defaults
-        cfg = self.dv_config
-        pipe = DualRealPipeline.from_backbone(self.backbone, self.model, uncond_condition=cfg.uncond_condition)
-        out = pipe(
-            prompt,
-            ref_embedding=self.ref_embedding,
-            num_frames=settings.num_frames or d["num_frames"],
-            height=settings.height or d["height"],
-            width=settings.width or d["width"],
-            num_inference_steps=settings.num_inference_steps,
-            guidance_scale=settings.guidance_scale,
-            seed=seed,
+        cfg = self.config
+        out = generate_with_adapters(
+            self.backbone, self.model, prompt, seed, settings,
+            ref_embedding=self.ref_embedding, uncond_condition=cfg.uncond_condition,
         )
         extras = {"dreamvideo": {"weights": list(cfg.weights), "uncond_condition": cfg.uncond_condition, "bottleneck": cfg.bottleneck}}
         return GeneratedVideo(frames=out.frames, fps=settings.fps, extras=extras)

@@ -1,4 +1,4 @@
-"""LoRA baselines on the shared CogVideoX backbone (BASELINES.md, "LoRA").
+"""LoRA baselines on the shared CogVideoX backbone (docs/BASELINES.md, "LoRA").
 
 peft LoRA on the joint-attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every
 block, rank 128 and ``alpha = rank`` by default (diffusers' CogVideoX LoRA recipe: 132 M trainable
@@ -44,16 +44,16 @@ are initialised with peft's default (Kaiming-uniform A, zero B) under ``seed``.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import torch
 
 from baselines.cogvideox import generate_with_pipeline
-from baselines.common import BaselineConfig, shared_weights_copy
+from baselines.common import shared_weights_copy
+from dualreal.engine.config import TrainingConfig
+from dualreal.engine.io import atomic_path
 from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = [
@@ -122,20 +122,24 @@ def lora_state_dict(transformer: Any, adapter_name: str) -> dict[str, torch.Tens
 
 
 def save_lora(folder: str | Path, state_dict: Mapping[str, torch.Tensor]) -> Path:
-    """Write ``folder/pytorch_lora_weights.safetensors`` with diffusers' CogVideoX LoRA writer.
+    """Write ``folder/pytorch_lora_weights.safetensors`` with diffusers' CogVideoX LoRA writer,
+    atomically (:func:`dualreal.engine.io.atomic_path`: a reader never sees half a file).
 
     ``state_dict`` in peft's key format (from :func:`lora_state_dict`) or already prefixed with
     ``transformer.``. No alpha is stored (see the module docstring).
+
+    Returns:
+        The written file.
     """
     from diffusers import CogVideoXPipeline
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(folder) / LORA_WEIGHT_NAME
     sd = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
-    CogVideoXPipeline.save_lora_weights(
-        str(folder), transformer_lora_layers=sd, weight_name=LORA_WEIGHT_NAME, safe_serialization=True
-    )
-    return folder / LORA_WEIGHT_NAME
+    with atomic_path(path) as tmp:
+        CogVideoXPipeline.save_lora_weights(
+            str(tmp.parent), transformer_lora_layers=sd, weight_name=tmp.name, safe_serialization=True
+        )
+    return path
 
 
 def read_lora(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -197,8 +201,10 @@ def load_lora_pipeline(
 
 
 @dataclass
-class LoRAConfig(BaselineConfig):
-    """LoRA baseline options (on top of :class:`~baselines.common.BaselineConfig`).
+class LoRAConfig(TrainingConfig):
+    """LoRA baseline options; the training fields and their defaults (the paper's optimiser, 1000
+    steps, 3 clips per motion step; 3 steps × 1 clip on ``tiny``) are
+    :class:`~dualreal.engine.config.TrainingConfig`'s, unchanged.
 
     Attributes:
         rank: LoRA rank ``r`` (128).
@@ -210,9 +216,6 @@ class LoRAConfig(BaselineConfig):
         merge_weights: key-wise merge coefficients with ``combine="paper-merge"`` (0.5, 0.5).
         motion_ratio: ``γ`` of the joint run's Bernoulli image / clip sampler (0.5).
     """
-
-    PAPER_STEPS: ClassVar[int] = 1000
-    TINY_STEPS: ClassVar[int] = 3
 
     rank: int = 128
     alpha: float | None = None
@@ -261,40 +264,29 @@ class LoRAMethod(CustomizationMethod):
 
     Args:
         backbone: a :class:`~dualreal.engine.backbone.Backbone`.
-        **config: :class:`LoRAConfig` fields (unknown keys are an error).
+        **options: :class:`LoRAConfig` fields (unknown keys are an error); resolved into :attr:`config`.
     """
 
     name = "lora"
     trainable = True
+    config_class = LoRAConfig
+    config: LoRAConfig
 
-    def __init__(self, backbone: Any, **config: Any) -> None:
-        super().__init__(backbone, **config)
-        self.lora_config = LoRAConfig.from_overrides(**config).resolve(backbone)
+    def __init__(self, backbone: Any, **options: Any) -> None:
+        super().__init__(backbone, **options)
         self.pipe = None
         self.last_fit: dict[str, Any] = {}
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self.lora_config.to_dict()}
-
-    def checkpoint_config(self, run: str) -> dict[str, Any]:
-        """``config.json`` of one training run: the resolved training fields, the run and the backbone.
-
-        The inference-only fields (:data:`INFERENCE_ONLY`) are left out, so ``lora`` and
-        ``lora-paper-merge`` pointed at one folder share their two trained LoRAs.
-        """
-        fields = {k: v for k, v in self.lora_config.to_json_dict().items() if k not in INFERENCE_ONLY}
-        return {
-            **fields,
-            "_run": run,
-            "_backbone": self.backbone.source,
-            "_backbone_fingerprint": self.backbone.fingerprint(),
-        }
+    def run_config(self, run: str) -> dict[str, Any]:
+        """``config.json`` of one training run: the resolved training fields (without
+        :data:`INFERENCE_ONLY`), the run name and the backbone."""
+        return self.checkpoint_config(exclude=INFERENCE_ONLY, _run=run)
 
     # ------------------------------------------------------------------ training
     def _train_run(self, run: str, ratio: float, encoded: Any, folder: Path, progress: Any | None) -> Any:
         from dualreal.engine.trainer import CaseBatchSource, train
 
-        cfg = self.lora_config
+        cfg = self.config
         model = shared_weights_copy(self.backbone.transformer)
         params = add_lora(model, run, rank=cfg.rank, alpha=cfg.lora_alpha, target_modules=cfg.target_modules, seed=cfg.seed)
         source = CaseBatchSource(
@@ -313,7 +305,7 @@ class LoRAMethod(CustomizationMethod):
             noise_scheduler=self.backbone.scheduler,
             config=cfg.trainer_config(f"lora-{run}"),
             workdir=folder,
-            checkpoint_config=self.checkpoint_config(run),
+            checkpoint_config=self.run_config(run),
             save_fn=lambda m, f: save_lora(f, lora_state_dict(m, run)),
             load_fn=lambda m, f: None,  # inference always reloads the files with a stock pipeline
             progress=progress,
@@ -327,13 +319,13 @@ class LoRAMethod(CustomizationMethod):
         """
         from dualreal.engine.trainer import encode_case, load_finished
 
-        cfg = self.lora_config
+        cfg = self.config
         workdir = Path(workdir)
         encoded = None
         status = {}
         for run, ratio in cfg.runs():
             folder = workdir / run
-            done = load_finished(folder, torch.nn.Module(), checkpoint_config=self.checkpoint_config(run), load_fn=lambda m, f: None)
+            done = load_finished(folder, torch.nn.Module(), checkpoint_config=self.run_config(run), load_fn=lambda m, f: None)
             if done is None:
                 if encoded is None:
                     encoded = encode_case(self.backbone, case, num_frames=cfg.train_frames)
@@ -343,20 +335,14 @@ class LoRAMethod(CustomizationMethod):
         self.last_fit = status
 
     def _inference_pipeline(self, workdir: Path):
-        cfg = self.lora_config
+        cfg = self.config
         if cfg.combine == "joint":
             return load_lora_pipeline(self.backbone, {"joint": workdir / "joint"}, {"joint": 1.0}, scale=cfg.scale)
         if cfg.combine == "paper-merge":
             merged = workdir / "paper_merge"
             # derived from the two runs and merge_weights: rebuilt at every fit (cheap), never stale
             tensors = paper_merge(read_lora(workdir / "identity"), read_lora(workdir / "motion"), cfg.merge_weights)
-            tmp = workdir / f".paper_merge-{uuid.uuid4().hex[:8]}"
-            try:  # written beside, then renamed into place: a crash leaves no half file
-                save_lora(tmp, tensors)
-                merged.mkdir(parents=True, exist_ok=True)
-                (tmp / LORA_WEIGHT_NAME).replace(merged / LORA_WEIGHT_NAME)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            save_lora(merged, tensors)
             return load_lora_pipeline(self.backbone, {"paper_merge": merged}, {"paper_merge": 1.0}, scale=cfg.scale)
         w_id, w_mo = cfg.adapter_weights
         return load_lora_pipeline(
@@ -373,10 +359,9 @@ class LoRAMethod(CustomizationMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.pipe is None:
-            raise RuntimeError(f"{self.name}.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.pipe)
         frames = generate_with_pipeline(self.pipe, self.backbone, prompt, seed, settings)
-        cfg = self.lora_config
+        cfg = self.config
         return GeneratedVideo(
             frames=frames,
             fps=settings.fps,

@@ -2,7 +2,7 @@
 
 MotionBooth trains with a segmentation mask per subject image (its subject-region loss and its
 subject-token attention loss both need one). No segmentation model can be downloaded here, so the
-sources are, in order (BASELINES.md, "MotionBooth-style"):
+sources are, in order (docs/BASELINES.md, "MotionBooth-style"):
 
 1. ``data`` — masks shipped with the case: ``case.identity_masks``, one ``(H, W)`` tensor per
    identity image (bool, or uint8/float where > 0 marks the subject), when the decoded case

@@ -1,7 +1,7 @@
 """MotionBooth-style customisation (Wu et al., NeurIPS 2024) on the shared CogVideoX backbone.
 
 MotionBooth fine-tunes a video UNet on a few subject images with three losses and steers the
-subject's motion at inference without training (BASELINES.md, "MotionBooth-style"). Here it trains
+subject's motion at inference without training (docs/BASELINES.md, "MotionBooth-style"). Here it trains
 through the one trainer (:func:`dualreal.engine.trainer.train`: ``loss_fn``, ``extra_losses`` and
 ``forward_fn`` hooks, an ``alternate`` :class:`~dualreal.engine.trainer.CaseBatchSource`) and generates
 with a stock ``CogVideoXPipeline`` whose attention processors are :class:`SubjectAttnProcessor`.
@@ -65,7 +65,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from baselines.common import BaselineConfig
+from dualreal.engine.config import TrainingConfig
 from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
 
 __all__ = [
@@ -354,8 +354,12 @@ _ATTN_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass
-class MotionBoothConfig(BaselineConfig):
+class MotionBoothConfig(TrainingConfig):
     """MotionBooth-style options (reasons in the module docstring).
+
+    The training fields are :class:`~dualreal.engine.config.TrainingConfig`'s; the values that
+    differ from the engine's (DualReal's optimiser) are re-declared below with their source,
+    MotionBooth's training config ``configs/zeroscope.yaml`` (repository ``jianzongwu/MotionBooth``).
 
     Attributes:
         trainable: ``attn`` (joint-attention projections of every block) or ``blocks`` (all block
@@ -375,15 +379,16 @@ class MotionBoothConfig(BaselineConfig):
         steer_layers: blocks that steer (``None``: all).
     """
 
-    PAPER_STEPS: ClassVar[int] = 300
-    TINY_STEPS: ClassVar[int] = 3
-    WARMUP_FRACTION: ClassVar[float] = 0.0
+    PAPER_STEPS: ClassVar[int] = 300  # zeroscope.yaml: max_train_steps 300
+    WARMUP_FRACTION: ClassVar[float] = 0.0  # zeroscope.yaml: lr_warmup_steps 0
+    # One clip per video-preservation step, as identity steps take one image (zeroscope.yaml's
+    # batch of 10 with accumulation 2 does not fit a 5B DiT; docs/BASELINES.md, "MotionBooth-style").
+    PAPER_MOTION_BATCH: ClassVar[int] = 1
 
-    learning_rate: float = 5e-6
-    adam_beta2: float = 0.999
-    weight_decay: float = 0.01
-    lr_scheduler: str = "constant"
-    PAPER_MOTION_BATCH: ClassVar[int] = 1  # MotionBooth's video batch
+    learning_rate: float = 5e-6  # zeroscope.yaml: learning_rate 5e-6
+    adam_beta2: float = 0.999  # zeroscope.yaml: adam_beta2 0.999
+    weight_decay: float = 0.01  # zeroscope.yaml: adam_weight_decay 0.01
+    lr_scheduler: str = "constant"  # zeroscope.yaml: lr_scheduler constant
     trainable: str = "attn"
     attn_loss_weight: float = 0.01
     video_loss_weight: float = 1.0
@@ -452,15 +457,18 @@ class MotionBoothMethod(CustomizationMethod):
 
     Args:
         backbone: a :class:`~dualreal.engine.backbone.Backbone`.
-        **config: :class:`MotionBoothConfig` fields (unknown keys are an error).
+        **options: :class:`MotionBoothConfig` fields (unknown keys are an error); resolved into :attr:`config`.
     """
 
     name = "motionbooth"
     trainable = True
+    config_class = MotionBoothConfig
+    config: MotionBoothConfig
+    #: Options that only change the inference-time steering: left out of the checkpoint config.
+    STEERING_OPTIONS = ("box_source", "box_clip", "edit_scale", "amp_fraction", "suppress", "suppress_value", "steer_layers")
 
-    def __init__(self, backbone: Any, **config: Any) -> None:
-        super().__init__(backbone, **config)
-        self.mb_config = MotionBoothConfig.from_overrides(**config).resolve(backbone)
+    def __init__(self, backbone: Any, **options: Any) -> None:
+        super().__init__(backbone, **options)
         self.pipe = None
         self.control: SubjectAttention | None = None
         self.class_word = ""
@@ -468,26 +476,13 @@ class MotionBoothMethod(CustomizationMethod):
         self.mask_info: dict[str, Any] = {}
         self.last_fit: dict[str, Any] = {}
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self.mb_config.to_dict()}
-
-    def checkpoint_config(self, mask_info: dict[str, Any]) -> dict[str, Any]:
-        inference_only = ("box_source", "box_clip", "edit_scale", "amp_fraction", "suppress", "suppress_value", "steer_layers")
-        fields = {k: v for k, v in self.mb_config.to_json_dict().items() if k not in inference_only}
-        return {
-            **fields,
-            "_mask_source": mask_info.get("mask_source"),
-            "_backbone": self.backbone.source,
-            "_backbone_fingerprint": self.backbone.fingerprint(),
-        }
-
     # ------------------------------------------------------------------ training
     def _train(self, case: CaseData, workdir: Path, masks: list[torch.Tensor], ckpt_cfg: dict[str, Any], progress: Any | None):
         from baselines.common import shared_weights_copy
         from baselines.masks import resize_mask
         from dualreal.engine.trainer import CaseBatchSource, encode_case, train, v_prediction_loss
 
-        cfg = self.mb_config
+        cfg = self.config
         tr = self.backbone.transformer
         model = shared_weights_copy(tr)
         names = trainable_parameter_names(model, cfg.trainable)
@@ -573,12 +568,12 @@ class MotionBoothMethod(CustomizationMethod):
         from baselines.masks import subject_masks
         from dualreal.engine.trainer import load_finished
 
-        cfg = self.mb_config
+        cfg = self.config
         workdir = Path(workdir)
         masks, info = subject_masks(
             case.identity_images, getattr(case, "identity_masks", None), source=cfg.mask_source, margin=cfg.mask_margin
         )
-        ckpt_cfg = self.checkpoint_config(info)
+        ckpt_cfg = self.checkpoint_config(exclude=self.STEERING_OPTIONS, _mask_source=info.get("mask_source"))
         done = load_finished(workdir, torch.nn.Module(), checkpoint_config=ckpt_cfg, load_fn=lambda m, f: None)
         if done is None:
             done = self._train(case, workdir, masks, ckpt_cfg, progress)
@@ -607,7 +602,7 @@ class MotionBoothMethod(CustomizationMethod):
             raise ValueError(f"{workdir}: checkpoint tensors not in the transformer: {unknown[:3]}")
         with torch.no_grad():
             _replace_parameters(model, {k: v.to(tr.device) for k, v in tensors.items()}, requires_grad=False)
-        control = SubjectAttention(steer_layers=list(self.mb_config.steer_layers) if self.mb_config.steer_layers is not None else None)
+        control = SubjectAttention(steer_layers=list(self.config.steer_layers) if self.config.steer_layers is not None else None)
         install_subject_attention(model, control)
         model.eval()
         return self.backbone.pipeline(transformer=model), control
@@ -615,7 +610,7 @@ class MotionBoothMethod(CustomizationMethod):
     # ------------------------------------------------------------------ inference
     def steering_plan(self, prompt: str, settings: GenerationSettings) -> dict[str, Any] | None:
         """What steering a generation will apply: token mask, per-step biases; ``None`` when off."""
-        cfg = self.mb_config
+        cfg = self.config
         if self.box_path is None:
             return None
         from baselines.boxes import box_token_mask, resample_path
@@ -661,8 +656,7 @@ class MotionBoothMethod(CustomizationMethod):
         """
         from baselines.cogvideox import generate_with_pipeline
 
-        if self.pipe is None:
-            raise RuntimeError("motionbooth.generate needs a fitted case: call fit(case, workdir) first")
+        self.check_fitted(self.pipe)
         control = self.control
         plan = self.steering_plan(prompt, settings)
         extras: dict[str, Any] = {**self.mask_info, "motion_control": "off"}

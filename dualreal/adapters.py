@@ -1,6 +1,6 @@
 """DA-Block: dual-aware adapters, and attaching them to a stock diffusers CogVideoX transformer.
 
-METHOD.md §1. Every block of a :class:`diffusers.CogVideoXTransformer3DModel` gets four bottleneck
+docs/METHOD.md §1. Every block of a :class:`diffusers.CogVideoXTransformer3DModel` gets four bottleneck
 adapters — identity and motion, one beside the attention and one beside the feed-forward network::
 
     A(x) = x + W_up · GELU(W_down · (x + λ · W_cond · c))
@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +140,7 @@ class BottleneckAdapter(nn.Module):
 
 
 class DABlockAdapter(nn.Module):
-    """The four adapters of one transformer block (METHOD.md §1).
+    """The four adapters of one transformer block (docs/METHOD.md §1).
 
     Args:
         dim (`int`): token width ``C``.
@@ -291,6 +291,44 @@ class DualRealModel(nn.Module):
         self.block_groups = group_indices(len(blocks), num_groups)
         self._state = _ForwardState()
         self._handles: list[Any] = []
+
+    @classmethod
+    def with_new_adapters(
+        cls,
+        transformer: nn.Module,
+        *,
+        seed: int,
+        make_controller: Callable[..., nn.Module],
+        **adapter_options: Any,
+    ) -> DualRealModel:
+        """Fresh, seeded adapters and fusion weights around a stock transformer.
+
+        1. Under ``torch.manual_seed(seed)`` (the caller's RNG state is restored afterwards):
+           :class:`DualRealAdapters` sized from ``transformer.config`` (block count ``L``, width
+           ``C = heads · head_dim``) with ``adapter_options``, then
+           ``make_controller(inner_dim=C, time_embed_dim=T)``, in that order (the controller's
+           initialisation draws after the adapters').
+        2. Adapters and controller are moved to the transformer's device (float32); the
+           transformer is not touched.
+
+        Args:
+            transformer: a diffusers ``CogVideoXTransformer3DModel``.
+            seed: initialisation seed.
+            make_controller: builds the fusion-weight module (StageBlender controller or fixed weights).
+            **adapter_options: keyword arguments of :class:`DualRealAdapters` (``bottleneck_dim``,
+                ``condition_dim``, ``condition_scale``, ``residual``, ``identity_ff``).
+        """
+        cfg = transformer.config
+        inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            adapters = DualRealAdapters(int(cfg.num_layers), inner, **adapter_options)
+            controller = make_controller(inner_dim=inner, time_embed_dim=int(cfg.time_embed_dim))
+        model = cls(transformer, adapters, controller)
+        device = next(transformer.parameters()).device
+        model.adapters.to(device)
+        model.controller.to(device)
+        return model
 
     # ------------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -1,6 +1,6 @@
 """StageBlender Controller: per-sample, per-group fusion weights of the two DA-Block adapters.
 
-METHOD.md §2. One small network, evaluated once per transformer forward pass (after the patch
+docs/METHOD.md §2. One small network, evaluated once per transformer forward pass (after the patch
 embedding, before the first block). From the timestep embedding ``e_t`` and the max-pooled joint
 ``[text; video]`` patch embeddings it predicts, for each of ``n`` groups of consecutive blocks, the
 identity weight ``w_id`` and the motion weight ``w_mo = s − w_id``. Block ``i`` of ``L`` uses group
@@ -70,7 +70,7 @@ def group_indices(num_blocks: int, num_groups: int) -> list[int]:
 
 
 class StageBlenderController(nn.Module):
-    """The StageBlender controller (released-code form, METHOD.md §2).
+    """The StageBlender controller (released-code form, docs/METHOD.md §2).
 
     Args:
         inner_dim (`int`, defaults to `3072`): width ``C`` of the patch embeddings (heads × head dim).

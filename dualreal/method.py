@@ -22,15 +22,14 @@ from typing import Any
 
 import torch
 
-from dualreal.adapters import DualRealAdapters, DualRealModel
+from dualreal.adapters import DualRealModel
 from dualreal.config import DualRealConfig
-from dualreal.engine.config import optimizer_settings
 from dualreal.controller import FixedFusionWeights, StageBlenderController
-from dualreal.engine.protocol import CaseData, CustomizationMethod, GeneratedVideo, GenerationSettings
+from dualreal.engine.image_encoder import ImageConditionedMethod
+from dualreal.engine.protocol import CaseData, GeneratedVideo, GenerationSettings
 from dualreal.engine.trainer import (
     CONFIG_NAME,
     CaseBatchSource,
-    TrainerConfig,
     encode_case,
     load_finished,
     load_trainable,
@@ -45,58 +44,39 @@ __all__ = ["DualRealMethod", "build_dualreal_model", "load_dualreal", "train_dua
 def build_dualreal_model(backbone: Any, config: DualRealConfig, *, condition_dim: int) -> DualRealModel:
     """Fresh adapters and controller (seeded with ``config.seed``) around ``backbone.transformer``.
 
-    Adapters and controller are float32 on the backbone's device; the base model is not touched.
+    Adapters and controller are float32 on the backbone's device; the base model is not touched
+    (:meth:`~dualreal.adapters.DualRealModel.with_new_adapters`).
     """
-    tr = backbone.transformer
-    cfg = tr.config
-    inner = int(cfg.num_attention_heads * cfg.attention_head_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        adapters = DualRealAdapters(
-            int(cfg.num_layers),
-            inner,
-            bottleneck_dim=config.bottleneck_dim,
-            condition_dim=condition_dim,
-            condition_scale=config.condition_scale,
-            residual=config.residual_in_adapter,
-        )
+
+    def make_controller(*, inner_dim: int, time_embed_dim: int) -> torch.nn.Module:
         if config.use_controller:
-            controller = StageBlenderController(
-                inner_dim=inner,
-                time_embed_dim=int(cfg.time_embed_dim),
+            return StageBlenderController(
+                inner_dim=inner_dim,
+                time_embed_dim=time_embed_dim,
                 head_dim=config.controller_head_dim,
                 num_groups=config.num_groups,
                 scale=config.fusion_scale,
             )
-        else:
-            w_id, w_mo = config.weights_without_controller
-            controller = FixedFusionWeights(num_groups=config.num_groups, identity_weight=w_id, motion_weight=w_mo)
-    model = DualRealModel(tr, adapters, controller)
-    device = next(tr.parameters()).device
-    model.adapters.to(device)
-    model.controller.to(device)
-    return model
+        w_id, w_mo = config.weights_without_controller
+        return FixedFusionWeights(num_groups=config.num_groups, identity_weight=w_id, motion_weight=w_mo)
+
+    return DualRealModel.with_new_adapters(
+        backbone.transformer,
+        seed=config.seed,
+        make_controller=make_controller,
+        bottleneck_dim=config.bottleneck_dim,
+        condition_dim=condition_dim,
+        condition_scale=config.condition_scale,
+        residual=config.residual_in_adapter,
+    )
 
 
 def dualreal_mask(kind: str) -> set[str]:
     """The gradient mask M: identity steps train identity adapters + controller, motion steps motion
-    adapters + controller (METHOD.md §3.5)."""
+    adapters + controller (docs/METHOD.md §3.5)."""
     if kind not in ("identity", "motion"):
         raise ValueError(f"unknown step kind {kind!r}")
     return {kind, "controller"}
-
-
-def _trainer_config(config: DualRealConfig, description: str) -> TrainerConfig:
-    return TrainerConfig(
-        train_steps=config.train_steps,
-        **optimizer_settings(config),
-        lr_warmup_steps=config.lr_warmup_steps,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        use_8bit_adam=config.use_8bit_adam,
-        seed=config.seed,
-        description=description,
-    )
 
 
 def train_dualreal(
@@ -110,7 +90,7 @@ def train_dualreal(
     progress: Any | None = None,
     on_step_end: Any | None = None,
 ) -> dict[str, Any]:
-    """Dual-aware Adaptation on the shared trainer (METHOD.md §3); loads instead when finished.
+    """Dual-aware Adaptation on the shared trainer (docs/METHOD.md §3); loads instead when finished.
 
     ``config.joint``: one run with Bernoulli(γ) steps, both adapters in the forward pass, the
     gradient mask (``config.gradient_mask``) and the controller always trained. Otherwise two
@@ -139,7 +119,7 @@ def train_dualreal(
                     tr,
                     groups,
                     source,
-                    config=_trainer_config(config, "dualreal"),
+                    config=config.trainer_config("dualreal"),
                     active_groups=(lambda kind: dualreal_mask(kind) & set(groups)) if config.gradient_mask else None,
                     workdir=workdir,
                     checkpoint_config=checkpoint_config,
@@ -160,7 +140,7 @@ def train_dualreal(
                         tr,
                         {kind: groups[kind]},
                         source,
-                        config=_trainer_config(config, f"dualreal-{kind}"),
+                        config=config.trainer_config(f"dualreal-{kind}"),
                         workdir=None if workdir is None else Path(workdir) / kind,
                         checkpoint_config=None if checkpoint_config is None else {**checkpoint_config, "_run": kind},
                         **common,
@@ -203,14 +183,14 @@ def load_dualreal(checkpoint_dir: str | Path, backbone: Any, *, image_encoder: A
     return model, config
 
 
-class DualRealMethod(CustomizationMethod):
+class DualRealMethod(ImageConditionedMethod):
     """DualReal (Wang et al., ICCV 2025) on the shared CogVideoX backbone.
 
     Args:
         backbone: a :class:`~dualreal.engine.backbone.Backbone`.
-        **config: :class:`~dualreal.config.DualRealConfig` fields (unknown keys are an error); the
+        **options: :class:`~dualreal.config.DualRealConfig` fields (unknown keys are an error); the
             registry's ablation names pass theirs, ``dualbench run --train-steps`` passes
-            ``train_steps``.
+            ``train_steps``. The resolved config is :attr:`config`.
 
     Raises:
         ValueError: an unknown option or a bad combination.
@@ -220,52 +200,15 @@ class DualRealMethod(CustomizationMethod):
 
     name = "dualreal"
     trainable = True
+    config_class = DualRealConfig
+    config: DualRealConfig
 
-    def __init__(self, backbone: Any, **config: Any) -> None:
-        super().__init__(backbone, **config)
-        self.dualreal_config = DualRealConfig.from_overrides(**config).resolve(backbone)
-        if self.dualreal_config.image_encoder != "tiny-random":
-            from dualreal.engine.image_encoder import resolve_openclip_weights
-
-            # fail before any work when the OpenCLIP weights are missing (the error says where to put them)
-            resolve_openclip_weights(self.dualreal_config.image_encoder, path=self.dualreal_config.image_encoder_path)
-        self._image_encoder: Any | None = None
+    def __init__(self, backbone: Any, **options: Any) -> None:
+        super().__init__(backbone, **options)
         self.model: DualRealModel | None = None
         self.ref_embedding: torch.Tensor | None = None
         self.case_name: str | None = None
         self.last_fit: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ components
-    @property
-    def image_encoder(self) -> Any:
-        """The reference-image encoder (built on first use)."""
-        if self._image_encoder is None:
-            from dualreal.engine.image_encoder import build_image_encoder
-
-            cfg = self.dualreal_config
-            self._image_encoder = build_image_encoder(
-                cfg.image_encoder,
-                path=cfg.image_encoder_path,
-                device=self.backbone.device,
-                seed=cfg.seed,
-            )
-        return self._image_encoder
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        """``config.json`` payload: the resolved config plus backbone and encoder provenance."""
-        enc = self.image_encoder
-        return {
-            **self.dualreal_config.to_json_dict(),
-            "_backbone": self.backbone.source,
-            "_backbone_fingerprint": self.backbone.fingerprint(),
-            "_image_encoder": enc.name,
-            "_condition_dim": int(enc.embed_dim),
-        }
-
-    def describe(self) -> dict[str, Any]:
-        cfg = self.dualreal_config
-        random_encoder = cfg.image_encoder == "tiny-random"
-        return {"method": self.name, **cfg.to_dict(), "image_encoder_random_weights": random_encoder}
 
     # ------------------------------------------------------------------ protocol
     def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:
@@ -274,7 +217,7 @@ class DualRealMethod(CustomizationMethod):
         Raises:
             ValueError: a checkpoint in ``workdir`` trained with another configuration, or bad data.
         """
-        cfg = self.dualreal_config
+        cfg = self.config
         workdir = Path(workdir)
         encoder = self.image_encoder.to(self.backbone.device)
         ckpt_cfg = self.checkpoint_config()
@@ -306,22 +249,11 @@ class DualRealMethod(CustomizationMethod):
         Raises:
             RuntimeError: :meth:`fit` was not called.
         """
-        if self.model is None:
-            raise RuntimeError("DualRealMethod.generate needs a fitted case: call fit(case, workdir) first")
-        from dualreal.pipeline import DualRealPipeline
+        self.check_fitted(self.model)
+        from dualreal.pipeline import generate_with_adapters
 
-        d = self.backbone.defaults
-        pipe = DualRealPipeline.from_backbone(
-            self.backbone, self.model, uncond_condition=self.dualreal_config.uncond_condition
-        )
-        out = pipe(
-            prompt,
-            ref_embedding=self.ref_embedding,
-            num_frames=settings.num_frames or d["num_frames"],
-            height=settings.height or d["height"],
-            width=settings.width or d["width"],
-            num_inference_steps=settings.num_inference_steps,
-            guidance_scale=settings.guidance_scale,
-            seed=seed,
+        out = generate_with_adapters(
+            self.backbone, self.model, prompt, seed, settings,
+            ref_embedding=self.ref_embedding, uncond_condition=self.config.uncond_condition,
         )
         return GeneratedVideo(frames=out.frames, fps=settings.fps, extras={"controller_trace": out.controller_trace})

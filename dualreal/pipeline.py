@@ -1,5 +1,5 @@
 """DualReal inference: a stock ``CogVideoXPipeline`` with adapters, controller and the
-reference-image condition (METHOD.md §4).
+reference-image condition (docs/METHOD.md §4).
 
 The pipeline is diffusers' own; :class:`DualRealPipeline` only attaches a
 :class:`~dualreal.adapters.DualRealModel` to the pipeline's transformer for the duration of a call,
@@ -19,16 +19,11 @@ from typing import Any
 
 import torch
 
-from dualreal.engine.protocol import GenerationSettings
+from dualreal.engine.protocol import GenerationSettings, frames_to_uint8
 
-__all__ = ["DualRealPipeline", "DualRealPipelineOutput", "format_trace", "frames_to_uint8"]
+__all__ = ["DualRealPipeline", "DualRealPipelineOutput", "format_trace", "generate_with_adapters"]
 
 _DEFAULTS = GenerationSettings()  # the one place the sampler defaults live (50 steps, guidance 6)
-
-
-def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """``(F, 3, H, W)`` float in ``[0, 1]`` → uint8 ``(F, H, W, 3)`` on CPU."""
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
 
 
 def format_trace(
@@ -220,3 +215,38 @@ class DualRealPipeline:
                 branches=["unconditional", "conditional"] if cfg else ["conditional"],
             ),
         )
+
+
+def generate_with_adapters(
+    backbone: Any,
+    model: Any,
+    prompt: str,
+    seed: int,
+    settings: GenerationSettings,
+    *,
+    ref_embedding: torch.Tensor | None,
+    uncond_condition: str,
+) -> DualRealPipelineOutput:
+    """One video of a :class:`~dualreal.adapters.DualRealModel` under the benchmark's sampler
+    settings (DualReal and the DreamVideo-style baseline generate through this).
+
+    Args:
+        backbone: the :class:`~dualreal.engine.backbone.Backbone` the model is attached to.
+        model: the trained :class:`~dualreal.adapters.DualRealModel`.
+        prompt, seed: as :meth:`DualRealPipeline.__call__`.
+        settings: geometry (``None`` → the backbone's defaults), denoising steps, guidance scale.
+        ref_embedding: ``(1, e)`` reference-image embedding, or ``None``.
+        uncond_condition: ``"same"`` or ``"zeros"`` (:class:`DualRealPipeline`).
+
+    Returns:
+        :class:`DualRealPipelineOutput`: uint8 frames ``(F, H, W, 3)`` and the controller trace.
+    """
+    pipe = DualRealPipeline.from_backbone(backbone, model, uncond_condition=uncond_condition)
+    return pipe(
+        prompt,
+        ref_embedding=ref_embedding,
+        **settings.geometry(backbone),
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        seed=seed,
+    )

@@ -1,4 +1,4 @@
-"""DA-Block adapters (METHOD.md §1) and their attachment to a stock CogVideoX transformer."""
+"""DA-Block adapters (docs/METHOD.md §1) and their attachment to a stock CogVideoX transformer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""StageBlender controller (METHOD.md §2): init weights, the released-code formula, groups."""
+"""StageBlender controller (docs/METHOD.md §2): init weights, the released-code formula, groups."""
 
 from __future__ import annotations
 
@@ -48,7 +48,6 @@ def test_released_formula_computed_independently():
     got_id, got_mo = ctrl(temb, tokens)
     torch.testing.assert_close(got_id, w_id, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_id + got_mo, torch.full_like(w_id, 0.2))
-    assert ((got_id > 0) & (got_id < 0.2)).all()
     # per sample: different tokens → different weights, within a batch
     assert not torch.allclose(got_id[0], got_id[1])
     # the hidden widths of the released code at 5B: T → 3T, C → T, T → 4T → T, T → 128 → n

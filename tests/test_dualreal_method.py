@@ -53,7 +53,7 @@ def test_fit_writes_a_checkpoint_and_generate_returns_frames_and_trace(fitted):
     assert {p.name for p in workdir.iterdir()} >= {"config.json", "weights.safetensors", "train_state.json"}
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["_class_name"] == "DualRealConfig" and saved["_dualbench_version"] and saved["train_steps"] == 4
-    assert DualRealConfig.load(workdir / "config.json") == method.dualreal_config
+    assert DualRealConfig.load(workdir / "config.json") == method.config
     assert video.frames.dtype == torch.uint8 and video.frames.shape == (9, 64, 96, 3) and video.fps == 8
     trace = video.extras["controller_trace"]
     assert trace["branches"] == ["unconditional", "conditional"] and trace["num_groups"] == 7
@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_reproduces_the_video_bit_for_bit(tiny_backbone, c
     untrained = DualRealMethod(tiny_backbone, train_steps=4, lr_warmup_steps=0, motion_batch_size=2)
     from dualreal.method import build_dualreal_model
 
-    untrained.model = build_dualreal_model(tiny_backbone, untrained.dualreal_config, condition_dim=64)
+    untrained.model = build_dualreal_model(tiny_backbone, untrained.config, condition_dim=64)
     untrained.ref_embedding = again.ref_embedding
     assert not torch.equal(untrained.generate(PROMPT, 42, SETTINGS).frames, video.frames)
 
@@ -84,7 +84,7 @@ def test_checkpoint_round_trip_reproduces_the_video_bit_for_bit(tiny_backbone, c
 def test_load_dualreal_into_a_fresh_model_and_pipeline_options(tiny_backbone, fitted):
     method, workdir, video = fitted
     model, config = load_dualreal(workdir, tiny_backbone)
-    assert config == method.dualreal_config
+    assert config == method.config
     pipe = DualRealPipeline.from_backbone(tiny_backbone, model)
     out = pipe(PROMPT, ref_embedding=method.ref_embedding, num_frames=9, height=64, width=96, num_inference_steps=2, seed=42)
     assert torch.equal(out.frames, video.frames)
@@ -135,14 +135,14 @@ def test_registry_ablations_are_configurations_of_one_class(tiny_backbone):
     for name, changes in expected.items():
         method = create_method(name, tiny_backbone)
         assert type(method) is DualRealMethod and method.name == name
-        cfg = method.dualreal_config
+        cfg = method.config
         assert {k: getattr(cfg, k) for k in changes} == changes
         others = {f: getattr(cfg, f) for f in DualRealConfig.field_names() if f not in changes}
         assert others == {f: getattr(default, f) for f in others}
-    assert create_method("dualreal", tiny_backbone, train_steps=7).dualreal_config.train_steps == 7
-    tiny_default = DualRealMethod(tiny_backbone).dualreal_config
+    assert create_method("dualreal", tiny_backbone, train_steps=7).config.train_steps == 7
+    tiny_default = DualRealMethod(tiny_backbone).config
     assert (tiny_default.train_steps, tiny_default.lr_warmup_steps) == (10, 2)  # tiny-aware default
-    with pytest.raises(ValueError, match="unknown DualReal option"):
+    with pytest.raises(ValueError, match="unknown DualRealConfig option"):
         create_method("dualreal", tiny_backbone, num_group=3)
     with pytest.raises(ValueError, match="set use_controller=False"):
         DualRealMethod(tiny_backbone, joint=False)
@@ -164,14 +164,14 @@ def test_trainable_parameter_count_of_the_5b_configuration():
         model = build_dualreal_model(SimpleNamespace(transformer=tr), DualRealConfig(), condition_dim=1024)
     counts = {k: sum(p.numel() for p in ps) for k, ps in model.parameter_groups().items()}
 
-    # By hand from METHOD.md: C = 3072, d = 64, e = 1024, T = 512, L = 42, n = 7.
+    # By hand from docs/METHOD.md §1: C = 3072, d = 64, e = 1024, T = 512, L = 42, n = 7.
     C, d, e, T, L, n = 3072, 64, 1024, 512, 42, 7
     adapter = (C * d + d) + (d * C + C)  # W_down, W_up with biases
     identity = L * 2 * adapter  # attention + feed-forward
     motion = L * 2 * (adapter + e * C + C)  # plus W_cond
     controller = (T * 3 * T + 3 * T) + (C * T + T) + 2 * T + (T * 4 * T + 4 * T) + (4 * T * T + T) + (T * 128 + 128) + (128 * n + n)
     assert counts == {"identity": identity, "motion": motion, "controller": controller}
-    assert identity + motion + controller == 335_614_983  # ≈ 335.6 M, as METHOD.md states
+    assert identity + motion + controller == 335_614_983  # ≈ 335.6 M, as docs/METHOD.md §1 states
 
 
 def test_image_encoder_tiny_random_and_weight_resolution(tmp_path, monkeypatch):
@@ -211,5 +211,5 @@ def test_every_ablation_fits_and_generates(tiny_backbone, case, tmp_path, name):
     video = method.generate(PROMPT, 0, GenerationSettings(num_frames=1, height=64, width=96, num_inference_steps=1))
     trace = video.extras["controller_trace"]
     assert video.frames.shape == (1, 64, 96, 3)
-    assert len(trace["w_id"][0][0]) == method.dualreal_config.num_groups
+    assert len(trace["w_id"][0][0]) == method.config.num_groups
     assert trace["controller"] == ("fixed" if name == "dualreal-no-controller" else "stageblender")

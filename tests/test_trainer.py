@@ -87,7 +87,7 @@ def same_state(a: dict, b: dict) -> bool:
 
 
 def check_step(before, after, kind):
-    """The invariant of METHOD.md §3.5 between two snapshots around one optimiser step."""
+    """The invariant of docs/METHOD.md §3.5 between two snapshots around one optimiser step."""
     other = "motion" if kind == "identity" else "identity"
     for (w0, s0), (w1, s1) in zip(before[other], after[other]):
         assert torch.equal(w0, w1), f"{kind} step moved an inactive {other} weight"
@@ -169,7 +169,13 @@ def test_case_batch_source():
     src = CaseBatchSource(enc, motion_ratio=0.5, motion_batch_size=2)
     g = torch.Generator().manual_seed(0)
     kinds = [src.next_kind(i, g) for i in range(200)]
-    assert 70 < kinds.count("motion") < 130  # Bernoulli(0.5)
+    u = torch.Generator().manual_seed(0)  # Z = 1 (motion) iff U < γ, one uniform draw per step
+    assert kinds == ["motion" if torch.rand((), generator=u) < 0.5 else "identity" for _ in range(200)]
+    assert 0 < kinds.count("motion") < 200  # both kinds occur with this seed
+    g30 = torch.Generator().manual_seed(0)
+    kinds30 = [CaseBatchSource(enc, motion_ratio=0.3).next_kind(i, g30) for i in range(200)]
+    assert all(k30 == "identity" for k, k30 in zip(kinds, kinds30) if k == "identity")  # same U: γ 0.3 ⊂ γ 0.5
+    assert kinds30.count("motion") < kinds.count("motion")
     ident = src.next_batch("identity", g)
     assert ident.latents.shape == (1, 1, 4, 8, 8) and ident.model_kwargs == {}  # no c in identity steps
     conds = []
@@ -222,6 +228,48 @@ def test_finished_checkpoint_is_loaded_not_retrained(tmp_path):
     with pytest.raises(ValueError, match=r"another configuration \(a: 1 → 2\)"):
         train(tr2, fresh.parameter_groups(), Scripted(["motion"]), noise_scheduler=sched, model=fresh,
               config=cfg, workdir=tmp_path, checkpoint_config={"a": 2})
+
+
+def test_checkpoint_files_are_published_atomically_state_last(tmp_path, monkeypatch):
+    """write_checkpoint: the old "finished" marker goes first, then every weight file is fsync'ed
+    and renamed in, then config.json, and train_state.json last; a failing writer leaves an
+    unfinished folder and no staging folder."""
+    from dualreal.engine.trainer import checkpoint
+
+    (tmp_path / "train_state.json").write_text('{"finished": true}')
+    events = []
+    real_replace, real_json = checkpoint.atomic_replace, checkpoint.atomic_write_json
+
+    def replace(src, dst):
+        events.append((Path(dst).name, (tmp_path / "train_state.json").exists()))
+        return real_replace(src, dst)
+
+    def write_json(path, data, **kw):
+        events.append((Path(path).name, (tmp_path / "train_state.json").exists()))
+        return real_json(path, data, **kw)
+
+    monkeypatch.setattr(checkpoint, "atomic_replace", replace)
+    monkeypatch.setattr(checkpoint, "atomic_write_json", write_json)
+
+    def weights(folder):
+        (folder / "a.safetensors").write_bytes(b"a")
+        (folder / "b.safetensors").write_bytes(b"b")
+
+    checkpoint.write_checkpoint(tmp_path, weights, {"x": 1}, {"finished": True, "steps": 3})
+    assert events == [("a.safetensors", False), ("b.safetensors", False), ("config.json", False), ("train_state.json", False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "config.json", "train_state.json"]
+    assert json.loads((tmp_path / "train_state.json").read_text()) == {"finished": True, "steps": 3}
+
+    def broken(folder):
+        (folder / "a.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.write_checkpoint(tmp_path, broken, {"x": 2}, {"finished": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors", "config.json"]  # not finished
+    assert (tmp_path / "a.safetensors").read_bytes() == b"a"  # a failed write publishes nothing
+    with pytest.raises(ValueError, match="weight files only, got 'config.json'"):
+        checkpoint.write_checkpoint(tmp_path, lambda f: (f / "config.json").write_text("{}"), {"x": 1}, {"finished": True})
 
 
 def test_bad_groups_are_refused():

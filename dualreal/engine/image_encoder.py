@@ -1,4 +1,4 @@
-"""The reference-image encoder that conditions DualReal's motion adapters (METHOD.md §1).
+"""The reference-image encoder that conditions DualReal's motion adapters (docs/METHOD.md §1).
 
 During motion training ``c`` is the embedding of a random frame of the training clip; at inference it
 is the embedding of the identity's reference image. The encoder is swappable: anything with
@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dualreal.engine.config import ImageConditionedConfig
+from dualreal.engine.protocol import CustomizationMethod
+
 __all__ = [
+    "ImageConditionedMethod",
     "ReferenceImageEncoder",
     "OpenCLIPImageEncoder",
     "ImageEncoderError",
@@ -247,3 +251,41 @@ def build_image_encoder(
     )
     del model
     return encoder.to(device=device, dtype=dtype)
+
+
+class ImageConditionedMethod(CustomizationMethod):
+    """A method whose motion adapters take a reference-image embedding (DualReal, DreamVideo-style).
+
+    Its config is an :class:`~dualreal.engine.config.ImageConditionedConfig`. Construction checks
+    that a real encoder's weights exist (so a missing file fails before any training), the encoder
+    itself is built on first use (:attr:`image_encoder`), and the checkpoint config records which
+    encoder conditioned the adapters and its width.
+
+    Raises:
+        ImageEncoderError: the OpenCLIP weights of a real encoder are not found.
+    """
+
+    config_class = ImageConditionedConfig
+
+    def __init__(self, backbone: Any, **options: Any) -> None:
+        super().__init__(backbone, **options)
+        if self.config.image_encoder != "tiny-random":
+            resolve_openclip_weights(self.config.image_encoder, path=self.config.image_encoder_path)
+        self._image_encoder: OpenCLIPImageEncoder | None = None
+
+    @property
+    def image_encoder(self) -> OpenCLIPImageEncoder:
+        """The reference-image encoder named by the config (built on first use, seeded by ``seed``)."""
+        if self._image_encoder is None:
+            cfg = self.config
+            self._image_encoder = build_image_encoder(
+                cfg.image_encoder, path=cfg.image_encoder_path, device=self.backbone.device, seed=cfg.seed
+            )
+        return self._image_encoder
+
+    def checkpoint_config(self, *, exclude: tuple[str, ...] = (), **metadata: Any) -> dict[str, Any]:
+        """:meth:`CustomizationMethod.checkpoint_config` plus ``_image_encoder`` and ``_condition_dim``."""
+        enc = self.image_encoder
+        return super().checkpoint_config(
+            exclude=exclude, **metadata, _image_encoder=enc.name, _condition_dim=int(enc.embed_dim)
+        )

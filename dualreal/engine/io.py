@@ -16,13 +16,21 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["PART_SUFFIX", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = [
+    "PART_SUFFIX",
+    "atomic_path",
+    "atomic_replace",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+]
 
 #: Suffix of every temporary file written by :func:`atomic_path`.
 PART_SUFFIX = ".part"
 
 
-def _fsync_file(path: str) -> None:
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder entry's) data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -32,11 +40,20 @@ def _fsync_file(path: str) -> None:
 
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened / synced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(folder)
+
+
+def atomic_replace(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Publish a finished file: ``fsync`` ``src``, rename it over ``dst``, sync ``dst``'s folder.
+
+    ``src`` must be on the same filesystem as ``dst`` (e.g. in the same folder or a sibling
+    staging folder), so that the rename is atomic. Returns ``dst``.
+    """
+    dst = Path(dst)
+    _fsync(src)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+    return dst
 
 
 @contextlib.contextmanager
@@ -67,9 +84,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
-        _fsync_file(str(tmp))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

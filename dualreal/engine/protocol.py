@@ -18,7 +18,21 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "CustomizationMethod"]
+from dualreal.engine.config import MethodConfig
+
+__all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "CustomizationMethod", "frames_to_uint8"]
+
+
+def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """A pipeline's ``output_type="pt"`` video → the protocol's frame format.
+
+    Args:
+        frames: float ``(F, 3, H, W)`` in ``[0, 1]`` (values outside are clamped).
+
+    Returns:
+        uint8 ``(F, H, W, 3)`` on CPU, rounded to the nearest level.
+    """
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
 
 
 @dataclass
@@ -47,8 +61,8 @@ class CaseData:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Sampler settings shared by every method (METHOD.md §4: DPM, 50 steps, guidance 6, 49 frames,
-    480×720, 8 fps). ``None`` fields take the backbone's defaults."""
+    """Sampler settings shared by every method (docs/METHOD.md §4: DPM, 50 steps, guidance 6,
+    49 frames, 480×720, 8 fps). ``None`` geometry takes the backbone's defaults (:meth:`geometry`)."""
 
     num_frames: int | None = None
     height: int | None = None
@@ -56,6 +70,15 @@ class GenerationSettings:
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
     fps: int = 8
+
+    def geometry(self, backbone: Any) -> dict[str, int]:
+        """``{"num_frames", "height", "width"}`` with ``None`` replaced by ``backbone.defaults``."""
+        d = backbone.defaults
+        return {
+            "num_frames": int(self.num_frames or d["num_frames"]),
+            "height": int(self.height or d["height"]),
+            "width": int(self.width or d["width"]),
+        }
 
 
 @dataclass
@@ -77,19 +100,31 @@ class GeneratedVideo:
 class CustomizationMethod(ABC):
     """Base class of every method in the registry.
 
-    Subclasses set :attr:`name` (the registry name), implement :meth:`generate`, and, when they
-    learn anything, :meth:`fit`. ``fit`` must be resumable: if ``workdir`` already holds a finished
-    checkpoint it loads it instead of training again.
+    Subclasses set :attr:`name` (the registry name) and :attr:`config_class`, implement
+    :meth:`generate`, and, when they learn anything, :meth:`fit`. ``fit`` must be resumable: if
+    ``workdir`` already holds a finished checkpoint it loads it instead of training again.
+
+    Args:
+        backbone: a :class:`~dualreal.engine.backbone.Backbone`.
+        **options: fields of :attr:`config_class` (an unknown key is a ``ValueError`` naming the
+            valid ones); the registry passes its ablation switches, ``dualbench run
+            --train-steps`` passes ``train_steps``.
+
+    Attributes:
+        config: the typed config, resolved for ``backbone`` (``config_class.from_overrides(
+            **options).resolve(backbone)``) — the one place a method reads its options from.
     """
 
     #: Registry name, e.g. ``"dualreal"``.
     name: ClassVar[str] = ""
     #: Whether :meth:`fit` learns anything.
     trainable: ClassVar[bool] = False
+    #: The method's config class (a :class:`~dualreal.engine.config.MethodConfig`).
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
-    def __init__(self, backbone, **config: Any) -> None:
+    def __init__(self, backbone: Any, **options: Any) -> None:
         self.backbone = backbone
-        self.config = config
+        self.config = self.config_class.from_overrides(**options).resolve(backbone)
 
     def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:  # noqa: B027
         """Adapt to ``case``; write (or, when present, load) the checkpoint in ``workdir``.
@@ -101,6 +136,41 @@ class CustomizationMethod(ABC):
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         """Generate one video for ``prompt`` with ``seed``; deterministic on CPU for a given seed."""
 
+    def check_fitted(self, fitted: Any) -> None:
+        """For :meth:`generate`: raise unless ``fitted`` (the state :meth:`fit` sets) is not ``None``.
+
+        Raises:
+            RuntimeError: :meth:`fit` was not called; the message names the method and says so.
+        """
+        if fitted is None:
+            raise RuntimeError(f"{self.name}.generate needs a fitted case: call fit(case, workdir) first")
+
     def describe(self) -> dict[str, Any]:
         """JSON-able configuration, hashed into every record's ``config_hash``."""
-        return {"method": self.name, **{k: v for k, v in sorted(self.config.items())}}
+        return {"method": self.name, **self.config.describe()}
+
+    def checkpoint_config(self, *, exclude: tuple[str, ...] = (), **metadata: Any) -> dict[str, Any]:
+        """The ``config.json`` of a training run, compared field by field on resume.
+
+        Args:
+            exclude: config fields left out — options that do not change what this run trains
+                (inference-only options), so that a finished run is reused when only they change.
+            **metadata: extra entries; their names start with ``_`` (e.g. ``_run="identity"``).
+
+        Returns:
+            :meth:`~dualreal.engine.config.MethodConfig.to_json_dict` without ``exclude``, then
+            ``metadata``, the backbone's ``source`` and weight fingerprint.
+
+        Raises:
+            ValueError: a metadata name without the leading ``_``.
+        """
+        bad = [k for k in metadata if not k.startswith("_")]
+        if bad:
+            raise ValueError(f"checkpoint metadata names must start with '_', got {bad}")
+        fields = {k: v for k, v in self.config.to_json_dict().items() if k not in exclude}
+        return {
+            **fields,
+            **metadata,
+            "_backbone": self.backbone.source,
+            "_backbone_fingerprint": self.backbone.fingerprint(),
+        }

@@ -58,7 +58,7 @@ one process, gradient accumulation, bf16 autocast and 2-process DDP.
 
 Resume: when ``workdir/train_state.json`` says ``finished`` (it is written last, atomically) the
 checkpoint is loaded instead of training; a different ``checkpoint_config`` is an error naming the
-fields. Loss: CogVideoX's native objective, v-prediction with uniform ``t``; diffusers' scripts write
+fields (:func:`config_diff`). Loss: CogVideoX's native objective, v-prediction with uniform ``t``; diffusers' scripts write
 it as ``‖x̂₀ − x₀‖² / (1 − ᾱ_t)``, which equals the plain v-MSE used here.
 """
 
@@ -67,6 +67,7 @@ from dualreal.engine.trainer.checkpoint import (
     STATE_NAME,
     WEIGHTS_NAME,
     TrainResult,
+    config_diff,
     load_finished,
     load_trainable,
     save_trainable,
@@ -100,6 +101,7 @@ __all__ = [
     "load_trainable",
     "load_finished",
     "write_checkpoint",
+    "config_diff",
     "MaskUnsupportedError",
     "WEIGHTS_NAME",
     "CONFIG_NAME",

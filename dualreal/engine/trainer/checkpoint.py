@@ -4,8 +4,9 @@ beside them, and ``train_state.json`` written last as the "finished" marker."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -13,7 +14,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from dualreal.engine.io import atomic_replace, atomic_write_json
+
 __all__ = [
+    "config_diff",
     "WEIGHTS_NAME",
     "CONFIG_NAME",
     "STATE_NAME",
@@ -102,25 +106,46 @@ def write_checkpoint(
     config: Mapping[str, Any] | None,
     state: Mapping[str, Any],
 ) -> None:
-    """Write a checkpoint folder atomically: weights and ``config.json`` first, ``train_state.json``
-    (the "finished" marker) last, each renamed into place from a temporary folder."""
+    """Write a checkpoint folder so that a reader never takes a partial one for finished.
+
+    1. The old ``train_state.json`` (the "finished" marker) is removed first: from here on the
+       folder is not finished.
+    2. ``write_weights(staging)`` writes the weight files into a staging folder inside
+       ``workdir``; each is ``fsync``-ed and renamed into ``workdir``
+       (:func:`dualreal.engine.io.atomic_replace`).
+    3. ``config.json`` (when given), then ``train_state.json`` last, each written atomically
+       (:func:`dualreal.engine.io.atomic_write_json`).
+
+    The staging folder is removed on success and on error.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / f".tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    (workdir / STATE_NAME).unlink(missing_ok=True)
+    staging = workdir / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
-        write_weights(tmp)
-        if config is not None:
-            (tmp / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2, default=str) + "\n")
-        (tmp / STATE_NAME).write_text(json.dumps(dict(state), indent=2, default=str) + "\n")
-        (workdir / STATE_NAME).unlink(missing_ok=True)  # a half-replaced folder is never "finished"
-        for item in sorted(tmp.iterdir(), key=lambda p: p.name == STATE_NAME):
-            item.replace(workdir / item.name)
+        write_weights(staging)
+        for item in sorted(staging.iterdir()):
+            if item.name in (CONFIG_NAME, STATE_NAME) or not item.is_file():
+                raise ValueError(f"write_weights must write weight files only, got {item.name!r}")
+            atomic_replace(item, workdir / item.name)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    if config is not None:
+        atomic_write_json(workdir / CONFIG_NAME, dict(config), indent=2, default=str)
+    atomic_write_json(workdir / STATE_NAME, dict(state), indent=2, default=str)
 
 
-def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The entries that differ between a saved ``config.json`` and the current one.
+
+    Package versions (``_dualbench_version``, ``_diffusers_version``, ``_torch_version``) are
+    ignored; every other key — fields and ``_``-metadata such as ``_backbone_fingerprint`` — is
+    compared after a JSON round trip (tuples equal lists).
+
+    Returns:
+        ``{key: (saved value, current value)}``, sorted by key; empty when the configs match.
+    """
     keys = {k for k in (*saved, *current) if k not in _VERSION_KEYS}
     norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if norm(saved.get(k)) != norm(current.get(k))}
@@ -153,7 +178,7 @@ def load_finished(
     if checkpoint_config is not None:
         cfg_file = workdir / CONFIG_NAME
         saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        diff = _config_diff(saved, checkpoint_config)
+        diff = config_diff(saved, checkpoint_config)
         if diff:
             lines = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
             raise ValueError(

@@ -46,7 +46,7 @@ class BatchSource(Protocol):
 
 @dataclass
 class EncodedCase:
-    """A case encoded once for training (VAE latents cached; METHOD.md §3).
+    """A case encoded once for training (VAE latents cached; docs/METHOD.md §3).
 
     Attributes:
         identity_latents: per image, the VAE posterior parameters ``(1, 2C, 1, h, w)`` (mean and

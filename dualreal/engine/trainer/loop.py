@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from dualreal.engine.config import PAPER_OPTIMIZER
+from dualreal.engine.config import OptimizerSettings
 from dualreal.engine.trainer.checkpoint import (
     TrainResult,
     load_finished,
@@ -80,16 +80,18 @@ def rotary_embeddings(transformer_config: Any, latent_frames: int, latent_height
 # The loop
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TrainerConfig:
-    """Optimiser, schedule and engine settings (defaults: METHOD.md §3.6, the paper's).
+class TrainerConfig(OptimizerSettings):
+    """Optimiser, schedule and engine settings of one training run (defaults: the paper's,
+    docs/METHOD.md §3.6). Method configs build it with
+    :meth:`~dualreal.engine.config.TrainingConfig.trainer_config`.
 
     Attributes:
+        learning_rate, adam_beta1, adam_beta2, weight_decay, adam_epsilon, max_grad_norm,
+            lr_scheduler, lr_num_cycles: :class:`~dualreal.engine.config.OptimizerSettings`
+            (AdamW 1e-3, β (0.9, 0.95), 1e-4, 1e-8; clip 1.0, ``None`` disables it;
+            ``cosine_with_restarts``, 1 cycle).
         train_steps: optimiser steps (1000).
-        learning_rate, adam_beta1, adam_beta2, weight_decay, adam_epsilon: AdamW (1e-3, 0.9, 0.95,
-            1e-4, 1e-8).
-        max_grad_norm: gradient-norm clip (1.0); ``None`` disables clipping.
-        lr_scheduler, lr_num_cycles, lr_warmup_steps: diffusers ``get_scheduler`` name, cycles,
-            warm-up steps (``cosine_with_restarts``, 1, 200).
+        lr_warmup_steps: warm-up steps of the schedule (200).
         gradient_accumulation_steps: micro-batches per optimiser step (1).
         mixed_precision: ``no`` / ``bf16`` / ``fp16`` (accelerate autocast; trainable parameters
             stay float32).
@@ -105,14 +107,6 @@ class TrainerConfig:
     """
 
     train_steps: int = 1000
-    learning_rate: float = PAPER_OPTIMIZER["learning_rate"]
-    adam_beta1: float = PAPER_OPTIMIZER["adam_beta1"]
-    adam_beta2: float = PAPER_OPTIMIZER["adam_beta2"]
-    weight_decay: float = PAPER_OPTIMIZER["weight_decay"]
-    adam_epsilon: float = PAPER_OPTIMIZER["adam_epsilon"]
-    max_grad_norm: float | None = PAPER_OPTIMIZER["max_grad_norm"]
-    lr_scheduler: str = PAPER_OPTIMIZER["lr_scheduler"]
-    lr_num_cycles: int = PAPER_OPTIMIZER["lr_num_cycles"]
     lr_warmup_steps: int = 200
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
