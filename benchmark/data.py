@@ -41,6 +41,7 @@ __all__ = [
     "DataError",
     "IdentityFolder",
     "MotionFolder",
+    "list_identity_images",
     "load_identity",
     "load_motion",
     "read_lines",
@@ -204,6 +205,30 @@ class IdentityFolder:
     eval_prompts: list[str] = field(default_factory=list)
 
 
+def list_identity_images(path: str | os.PathLike) -> list[Path]:
+    """The images of an identity folder — the one lister of identity and reference images.
+
+    The files of ``path/images/`` (or of ``path`` itself when it has no ``images/``) with an
+    extension in :data:`benchmark.media.IMAGE_EXTENSIONS` (any case), hidden files ignored, in
+    natural order. The same files train a method (:func:`load_identity`) and serve as the
+    CLIP-I / DINO-I references of ``dualbench run`` and ``dualbench eval --refs``.
+
+    Returns:
+        Absolute paths, at least one.
+
+    Raises:
+        DataError: folder missing, no image, or a broken link or symlink loop among the images.
+    """
+    folder = _require_folder(Path(os.path.abspath(path)), "identity")
+    image_dir = folder / "images"
+    source = image_dir if image_dir.is_dir() else folder
+    images = _list_media(source, IMAGE_EXTENSIONS)
+    if not images:
+        exts = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise DataError(f"{source}: no images ({exts}) in the identity folder")
+    return images
+
+
 def load_identity(path: str | os.PathLike, class_word: str | None = None) -> IdentityFolder:
     """List and validate an identity folder (layout in the module docstring).
 
@@ -220,12 +245,8 @@ def load_identity(path: str | os.PathLike, class_word: str | None = None) -> Ide
             per image, or a prompt without the ``*`` token; a text file that is not UTF-8.
     """
     folder = _require_folder(Path(os.path.abspath(path)), "identity")
-    image_dir = folder / "images"
-    source = image_dir if image_dir.is_dir() else folder
-    images = _list_media(source, IMAGE_EXTENSIONS)
-    if not images:
-        exts = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-        raise DataError(f"{source}: no images ({exts}) in the identity folder")
+    images = list_identity_images(folder)
+    source = images[0].parent
 
     prompts_file = folder / "prompts.txt"
     if prompts_file.exists():
