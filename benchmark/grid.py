@@ -7,7 +7,8 @@ Grids come from :func:`load_grid`:
   clips), 1 case × 2 prompts, seed 42; defined as plain data in ``benchmark/grids/smoke.yaml``.
   Any ``benchmark/grids/<name>.yaml`` is a built-in grid the same way.
 * ``"dualreal50"`` — the DualReal paper's 50 cases × 50 prompts, seed 42, read from a data root
-  laid out like ``shared/data/dualreal-bench`` (``cases.json``, ``identities/``, ``motions/``).
+  laid out like the paper's released benchmark (``cases.json``, ``identities/``, ``motions/``;
+  see :func:`load_dualreal50`).
 * a path to a YAML grid file (paths inside are relative to the file), in one of two forms::
 
       version: 1                 # optional, must be 1
@@ -162,7 +163,7 @@ def load_grid(spec: str | os.PathLike, data_root: str | os.PathLike | None = Non
         if data_root is None:
             raise DataError(
                 "grid dualreal50: no data root given; pass the dualreal-bench folder "
-                "(cases.json, identities/, motions/), e.g. --data-root ../shared/data/dualreal-bench"
+                "(cases.json, identities/, motions/), e.g. --data-root path/to/dualreal-bench"
             )
         return load_dualreal50(data_root)
     builtin = GRIDS_DIR / f"{text}.yaml"
@@ -406,7 +407,7 @@ def _cross_form(doc: dict, base: Path, seeds: list[int], cache: _FolderCache, pa
 
 
 def load_dualreal50(data_root: str | os.PathLike) -> list[Case]:
-    """The DualReal paper's grid from a folder laid out as ``shared/data/dualreal-bench``.
+    """The DualReal paper's grid from a folder laid out as the authors' released benchmark.
 
     Each entry of ``cases.json`` (``case``, ``identity``, ``motion``, ``ref_image``; ``part`` is
     ignored) becomes a :class:`Case` with the prompts of ``identities/<identity>/eval_prompts.txt``
