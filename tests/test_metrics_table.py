@@ -134,7 +134,8 @@ def test_registry_refuses_bad_records(monkeypatch):
     import benchmark.metrics as m
 
     def make(name="x", **kw):
-        return Metric(name, "X", "x", "score", 3, kw.pop("direction", "higher"), (0.0, 1.0), lambda inputs: 0.0, **kw)
+        return Metric(name=name, label="X", description="x", unit="score", decimals=3, direction=kw.pop("direction", "higher"),
+                      range=(0.0, 1.0), compute=lambda inputs: 0.0, **kw)
 
     with pytest.raises(ValueError, match="'clip_t' is already registered"):
         m.register_metric(make("clip_t"))
@@ -160,8 +161,8 @@ def test_derived_columns_come_with_their_metric():
 
 
 def test_a_compute_entry_cannot_use_an_undeclared_encoder(monkeypatch):
-    sneaky = Metric("sneaky", "Sneaky", "uses CLIP without saying so", "cosine", 3, "higher", (-1.0, 1.0),
-                    lambda x: float(x.frame_embeddings("clip_openai").mean()))
+    sneaky = Metric(name="sneaky", label="Sneaky", description="uses CLIP without saying so", unit="cosine", decimals=3,
+                    direction="higher", range=(-1.0, 1.0), compute=lambda x: float(x.frame_embeddings("clip_openai").mean()))
     monkeypatch.setitem(METRICS, "sneaky", sneaky)
     scorer = Scorer(["sneaky"], random_weights=True)
     with pytest.raises(KeyError, match="encoder 'clip_openai' is not declared"):
@@ -184,8 +185,8 @@ def _brightness(x) -> float:
 @pytest.fixture
 def brightness():
     metric = register_metric(Metric(
-        "brightness", "Brightness", "mean grey level / 255", "score", 3, "higher", (0.0, 1.0), _brightness,
-        default=True, tables=(1,),
+        name="brightness", label="Brightness", description="mean grey level / 255", unit="score", decimals=3,
+        direction="higher", range=(0.0, 1.0), compute=_brightness, default=True, tables=(1,),
     ))
     yield metric
     del METRICS["brightness"]
