@@ -120,10 +120,8 @@ class VideoJob:
         return f"{self.case.name} p{self.prompt_index} seed {self.seed}"
 
     def video_path(self, out: Path) -> Path:
+        """Where the video goes under the runs folder ``out`` (its record: :func:`benchmark.store.write_record`)."""
         return video_path(out, self.method, self.case.name, self.prompt_index, self.seed)
-
-    def record_path(self, out: Path) -> Path:
-        return record_path(out, self.method, self.case.name, self.prompt_index, self.seed)
 
     def base_record(self) -> dict[str, Any]:
         """The fields every record of this video has, ok or failed."""
@@ -338,7 +336,8 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             if not todo:
                 continue
             _remove_partial_files(case_dir)
-            jobs = [VideoJob(cfg.method, case, i, prompt, seed, config_hash) for i, prompt, seed in todo]
+            jobs = [VideoJob(method=cfg.method, case=case, prompt_index=i, prompt=prompt, seed=seed, config_hash=config_hash)
+                    for i, prompt, seed in todo]
             try:
                 status(f"{case.name}: decoding")
                 decoded = decode_case(
