@@ -1,20 +1,27 @@
-"""The ``dualbench`` command.
+"""The ``dualbench`` command: every subcommand lives here; the libraries return data and text.
 
 Subcommands: ``run`` (customise → generate → score → record), ``eval`` (score any folder of
-videos), ``table`` (Table 1/2/3), ``report`` (static HTML), ``list`` (methods, grids, metrics),
-``validate`` (check a grid's files without running anything).
+videos), ``table`` (Table 1/2/3), ``report`` (static HTML), ``plots`` (PNG/SVG figures), ``list``
+(methods, grids, metrics), ``validate`` (check a grid's files without running anything),
+``regression`` (the CI subset). ``run`` and ``eval`` share their metric options (one definition
+each below: ``--metrics``, ``--weights-dir``, ``--random-weights``, ``--random-arch``,
+``--dd-pad-multiple``).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from benchmark.registry import get_spec, list_methods, METHODS, UnknownMethodError
+from benchmark.registry import METHODS, UnknownMethodError, get_spec, list_methods
+from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_RANDOM_ARCH
+from benchmark.tables import TableFormat
 
 app = typer.Typer(
     name="dualbench",
@@ -22,7 +29,7 @@ app = typer.Typer(
         "DualReal (ICCV 2025) and a video-customisation benchmark on CogVideoX.\n\n"
         "Examples:\n\n"
         "  dualbench run --method dualreal                      # built-in sample, tiny random backbone\n\n"
-        "  dualbench run --method lora --grid dualreal50 --data-root ../shared/data/dualreal-bench "
+        "  dualbench run --method lora --grid dualreal50 --data-root path/to/dualreal-bench "
         "--backbone THUDM/CogVideoX-5b --weights-dir ~/weights\n\n"
         "  dualbench table --paper --format markdown\n\n"
         "  dualbench eval my_videos/ --prompts prompts.tsv --refs dog_images/ --random-weights"
@@ -48,6 +55,55 @@ def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
         _fail(f"--{what} takes integers separated by commas, got {text!r}")
 
 
+def _stdout() -> Console:
+    """The console for results: piped output is not squeezed to 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+# ------------------------------------------------------------------------------------------------
+# The metric options shared by `run` and `eval` (one definition, one default each)
+# ------------------------------------------------------------------------------------------------
+
+MetricsOption = Annotated[Optional[str], typer.Option(
+    "--metrics", help="Comma-separated metric names (default: the seven of Table 1; `dualbench list metrics` shows all).")]
+WeightsDirOption = Annotated[Optional[Path], typer.Option(
+    "--weights-dir", help="Folder of the metric encoders' weights, laid out by upstream names (docs/METRICS.md, 'Weights').")]
+RandomWeightsOption = Annotated[Optional[bool], typer.Option(
+    "--random-weights/--real-weights", help="Metric encoders with seeded random weights (tests, smoke runs; every row "
+    "says so). Default: real weights, except `run` with the tiny backbone and no --weights-dir.")]
+RandomArchOption = Annotated[str, typer.Option(
+    "--random-arch", help="With random metric weights: 'small' same-family encoders (fast on CPU) or the 'full' architectures.")]
+DdPadOption = Annotated[int, typer.Option(
+    "--dd-pad-multiple", help="RAFT input padding for dynamic degree: 8 (VBench) or 16 (the authors' script).")]
+#: Defaults of the shared options (the scorer's own).
+DEFAULT_DD_PAD_MULTIPLE = 8
+
+
+def _metric_options(metrics: Optional[str], weights_dir: Optional[Path], random_weights: Optional[bool],
+                    random_arch: str, dd_pad_multiple: int) -> Optional[list[str]]:
+    """Check the shared metric options together; returns the metric list (None: the defaults)."""
+    from benchmark.encoders import RANDOM_ARCHS
+    from benchmark.metrics import resolve_metrics
+
+    if random_weights and weights_dir is not None:
+        _fail("--random-weights and --weights-dir are mutually exclusive")
+    if random_arch not in RANDOM_ARCHS:
+        _fail(f"--random-arch must be one of {', '.join(RANDOM_ARCHS)}, got {random_arch!r}")
+    if dd_pad_multiple not in DD_PAD_MULTIPLES:
+        _fail(f"--dd-pad-multiple must be one of {', '.join(map(str, DD_PAD_MULTIPLES))}, got {dd_pad_multiple}")
+    if metrics is None:
+        return None
+    try:
+        return resolve_metrics(metrics)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------
+# run
+# ------------------------------------------------------------------------------------------------
+
+
 @app.command()
 def run(
     method: Annotated[str, typer.Option("--method", "-m", help="Registry name; `dualbench list` shows all.")] = "dualreal",
@@ -66,12 +122,13 @@ def run(
     max_cases: Annotated[Optional[int], typer.Option(help="At most this many cases (after --cases).")] = None,
     max_prompts: Annotated[Optional[int], typer.Option(help="At most this many prompts per case.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Seeds, comma-separated (default: the grid's, 42).")] = None,
-    max_clips: Annotated[Optional[int], typer.Option(help="Use at most this many motion clips per case.")] = None,
+    max_clips: Annotated[Optional[int], typer.Option(help="Train on at most this many motion clips per case.")] = None,
     score: Annotated[bool, typer.Option("--score/--no-score", help="Score each video as it is produced.")] = True,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric names (default: all seven).")] = None,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="Folder with the metric encoders' weights (see README).")] = None,
-    random_weights: Annotated[Optional[bool], typer.Option("--random-weights/--real-weights", help="Metric encoders with seeded random weights (default: random when the backbone is `tiny` and no --weights-dir).")] = None,
-    random_arch: Annotated[str, typer.Option(help="With random metric weights: 'small' same-family encoders (fast on CPU) or the 'full' architectures.")] = "small",
+    metrics: MetricsOption = None,
+    weights_dir: WeightsDirOption = None,
+    random_weights: RandomWeightsOption = None,
+    random_arch: RandomArchOption = DEFAULT_RANDOM_ARCH,
+    dd_pad_multiple: DdPadOption = DEFAULT_DD_PAD_MULTIPLE,
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
 ) -> None:
@@ -83,7 +140,7 @@ def run(
 
       dualbench run --method dualreal
 
-      dualbench run --method cogvideox --grid dualreal50 --data-root ../shared/data/dualreal-bench --max-cases 2 --max-prompts 2
+      dualbench run --method cogvideox --grid dualreal50 --data-root path/to/dualreal-bench --max-cases 2 --max-prompts 2
 
       accelerate launch --num_processes 8 -m benchmark.cli run --method dualreal --grid dualreal50 --data-root DATA --backbone THUDM/CogVideoX-5b --device cuda
     """
@@ -96,15 +153,15 @@ def run(
         get_spec(method)
     except UnknownMethodError as exc:
         _fail(str(exc))
+    metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
     cfg = RunConfig(
         method=method, grid=grid, data_root=data_root, backbone=backbone, out=out,
         num_frames=frames, height=height, width=width, num_inference_steps=steps,
         guidance_scale=guidance, fps=fps, train_steps=train_steps, cases=cases,
         max_cases=max_cases, max_prompts=max_prompts, seeds=_int_list(seeds, "seeds"),
-        max_clips=max_clips, score=score,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        max_clips=max_clips, score=score, metrics=metric_list,
         weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
-        dtype=dtype, device=device,
+        dd_pad_multiple=dd_pad_multiple, dtype=dtype, device=device,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
@@ -125,6 +182,300 @@ def run(
         raise typer.Exit(1)
 
 
+# ------------------------------------------------------------------------------------------------
+# eval
+# ------------------------------------------------------------------------------------------------
+
+
+def print_results(df, out: Console) -> None:
+    """Per-video rows and the mean as a rich table (labels, arrows and decimals from the metric
+    table), then the notes and the random-weights warning."""
+    from rich.table import Table
+
+    from benchmark.evaluate import summarize
+    from benchmark.metrics import METRICS
+
+    metric_cols = [c for c in METRICS if c in df.columns]
+    table = Table(title="dualbench eval", show_lines=False)
+    table.add_column("video", overflow="fold")
+    for c in metric_cols:
+        table.add_column(f"{METRICS[c].label} {METRICS[c].arrow}".strip(), justify="right")
+    table.add_column("status")
+    for _, r in df.iterrows():
+        status = r["status"] if r["status"] == "ok" else f"[red]failed[/red]: {r['error']}"
+        table.add_row(Path(r["video"]).name, *[METRICS[c].format(r[c]) for c in metric_cols], status)
+    means = summarize(df)
+    n_ok = int((df["status"] == "ok").sum())
+    table.add_section()
+    table.add_row(f"[bold]mean ({n_ok} ok of {len(df)})[/bold]", *[METRICS[c].format(means[c]) for c in metric_cols], "")
+    out.print(table)
+    if "metric_notes" in df:
+        for _, r in df[(df["status"] == "ok") & (df["metric_notes"] != "")].iterrows():
+            out.print(f"[dim]{Path(r['video']).name}: {r['metric_notes']}[/dim]", highlight=False)
+    if "metric_random_weights" in df and bool(df["metric_random_weights"].fillna(False).astype(bool).any()):
+        out.print("[bold red]RANDOM WEIGHTS: these numbers are meaningless (tests / smoke runs only).[/bold red]")
+
+
+@app.command("eval")
+def eval_(
+    videos: Annotated[list[Path], typer.Argument(help="Video files and/or folders of videos.", show_default=False)],
+    prompts: Annotated[
+        Optional[Path], typer.Option("--prompts", help="Prompt file: 'name<TAB>prompt' lines or a JSON map {name: prompt}.")
+    ] = None,
+    filename_prompts: Annotated[
+        bool, typer.Option("--prompt-from-filename", help="VBench convention for videos without a prompt: 'a cat-0.mp4' -> 'a cat'.")
+    ] = False,
+    refs: Annotated[Optional[Path], typer.Option(
+        "--refs", help="Identity folder whose images are the references (as `run` lists them: images/ or the folder).")] = None,
+    motion_refs: Annotated[
+        Optional[Path], typer.Option("--motion-refs", help="Motion folder of reference clips (for dynamic_degree_delta).")
+    ] = None,
+    metrics: MetricsOption = None,
+    weights_dir: WeightsDirOption = None,
+    random_weights: RandomWeightsOption = None,
+    random_arch: RandomArchOption = DEFAULT_RANDOM_ARCH,
+    dd_pad_multiple: DdPadOption = DEFAULT_DD_PAD_MULTIPLE,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write rows to .csv, .parquet or .json.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
+    cache_dir: Annotated[
+        Optional[Path], typer.Option("--cache-dir", help="Where the reference-motion dynamic degree is cached (motion_refs/<motion>.json).")
+    ] = None,
+) -> None:
+    """Score videos on the benchmark metrics; print per-video rows and the mean.
+
+    Exit status: 0 if at least one video was scored, 1 if every video failed, 2 on bad arguments.
+
+    Examples:
+
+        dualbench eval outputs/ --prompts prompts.tsv --refs data/identities/dog --motion-refs data/motions/PlayingCello
+
+        dualbench eval clip.mp4 --metrics temporal_flickering,motion_smoothness --out scores.csv
+
+        dualbench eval benchmark/sample/motion/walking --random-weights --random-arch small
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from benchmark.encoders import EncoderWeightsError
+    from benchmark.evaluate import collect_videos, evaluate_paths
+    from benchmark.store import OUTPUT_FORMATS, export_records
+
+    metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
+    if out is not None and out.suffix.lower() not in OUTPUT_FORMATS:
+        _fail(f"--out {out}: use one of {', '.join(OUTPUT_FORMATS)}")
+    stdout = _stdout()
+    bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+    task = bar.add_task("", total=len(collect_videos(videos)))
+    started: list[Path] = []
+
+    def on_video(path: Path) -> None:
+        bar.update(task, description=path.name, completed=len(started))
+        started.append(path)
+
+    try:
+        with bar:
+            df = evaluate_paths(
+                videos, prompts=prompts, use_filename_prompts=filename_prompts, refs=refs, motion_refs=motion_refs,
+                metrics=metric_list, weights_dir=weights_dir, random_weights=bool(random_weights), random_arch=random_arch,
+                device=device, dd_pad_multiple=dd_pad_multiple, cache_dir=cache_dir, on_video=on_video,
+            )
+    except EncoderWeightsError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # bad arguments, an unusable reference folder (DataError, MediaError)
+        _fail(str(exc))
+    print_results(df, stdout)
+    if out is not None:
+        export_records(df, out)
+        stdout.print(f"wrote {len(df)} rows to {out}", highlight=False)
+    if not (df["status"] == "ok").any():
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# table
+# ------------------------------------------------------------------------------------------------
+
+
+def render_rich(spec):
+    """A :class:`rich.table.Table` of a :class:`benchmark.tables.TableSpec` (bold best, underlined
+    second), the notes as caption."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from benchmark.tables import count_text
+
+    t = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left", box=box.SIMPLE_HEAD,
+              padding=(0, 1), pad_edge=False, show_edge=False)
+    for h in spec.label_headers:
+        t.add_column(h, no_wrap=True)
+    for j, (h, a) in enumerate(zip(spec.metric_headers, spec.metric_arrows)):
+        lines = [ln for g in spec.groups for r in g.rows for ln in r.cells[j].text(two_lines=True).split("\n")]
+        t.add_column(f"{h}\n{a}", justify="right", min_width=max(map(len, lines), default=1))
+    t.add_column("cases/\nvideos", justify="right")
+    for gi, g in enumerate(spec.groups):
+        for ri, row in enumerate(g.rows):
+            cells = [Text(c.text(two_lines=True), style="bold" if c.mark == "best" else "underline" if c.mark == "second" else "")
+                     for c in row.cells]
+            style = "dim" if g.name == "paper" else None
+            labels = [lab.replace(" (paper)", "\n(paper)") for lab in row.shown_labels]
+            counts = f"{count_text(row.cases)}/{count_text(row.videos) or '?'}"
+            t.add_row(*labels, *cells, counts, style=style,
+                      end_section=(ri == len(g.rows) - 1 and gi < len(spec.groups) - 1))
+    return t
+
+
+def _load_runs(runs: Path, code: int = 1):
+    """The records of a runs folder, or a clear failure (exit ``code``)."""
+    from benchmark.store import load_records
+
+    if not runs.is_dir():
+        _fail(f"no runs folder at {runs}; create one with `dualbench run --out {runs} ...`", code)
+    try:
+        records = load_records(runs)
+    except ValueError as exc:  # an unreadable record
+        _fail(str(exc), code)
+    if records.empty:
+        _fail(f"no records under {runs} (expected {runs}/<method>/<case>/records/*.json); "
+              f"run `dualbench run --out {runs} ...` first", code)
+    return records
+
+
+@app.command("table")
+def table_(
+    runs: Annotated[Path, typer.Option(
+        "--runs", help="Runs folder written by `dualbench run --out` (records under "
+        "<runs>/<method>/<case>/records/). Example: --runs runs/smoke")] = Path("runs"),
+    table: Annotated[int, typer.Option(
+        "--table", min=1, max=3, help="Which paper table: 1 = methods vs baselines; 2 = component "
+        "ablation (dualreal, dualreal-no-joint, dualreal-no-controller, dualreal-no-mask); 3 = weight "
+        "groups (dualreal-groups-N, dualreal). Example: --table 2")] = 1,
+    format: Annotated[TableFormat, typer.Option(
+        "--format", "-f", case_sensitive=False, help="Output format: rich (terminal), markdown, latex "
+        "(booktabs), csv (one row per method, all columns), html. Example: --format markdown")] = "rich",
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="Also print the paper's rows (labelled 'paper') below ours. "
+        "Example: --paper --format markdown")] = False,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the table to this file instead of the terminal. "
+        "Example: --out results/table1.tex")] = None,
+    n_boot: Annotated[int, typer.Option(
+        "--n-boot", min=0, help="Bootstrap resamples for the 95 % intervals (0: none). "
+        "Example: --n-boot 10000")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed. Example: --seed 1")] = 0,
+) -> None:
+    """Print Table 1, 2 or 3 of the DualReal paper from a runs folder.
+
+    Values are averaged per case, then over cases; each cell shows the mean and ± half the 95 %
+    bootstrap interval over cases; best is bold and second best underlined; rows computed with
+    random weights carry a †. The columns are the metric table's (`dualbench list metrics`).
+
+    Examples:
+
+        dualbench table --runs runs
+
+        dualbench table --runs runs --paper --format markdown
+
+        dualbench table --runs runs --table 2 --format latex --out table2.tex
+
+        dualbench table --runs runs --format csv > table1.csv
+    """
+    from benchmark.tables import aggregate, build_table, check_table_request, render_table
+
+    fmt = TableFormat(format)
+    records = _load_runs(Path(runs))
+    try:
+        check_table_request(records, table)
+    except ValueError as exc:
+        _fail(f"{exc} (in {runs})", 1)
+    if fmt is TableFormat.rich:
+        spec = build_table(aggregate(records, n_boot=n_boot, seed=seed), table=table, paper=paper, n_boot=n_boot, seed=seed)
+        if out is None:
+            _stdout().print(render_rich(spec))
+            return
+        buffer = Console(file=io.StringIO(), width=220, force_terminal=True, color_system="standard")
+        buffer.print(render_rich(spec))
+        text = buffer.file.getvalue()
+    else:
+        text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from dualreal.engine.io import atomic_write_text
+
+    atomic_write_text(Path(out), text)
+    typer.echo(f"wrote {out}", err=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# report and plots
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("report")
+def report(
+    runs: Annotated[Path, typer.Option(
+        "--runs", help="Runs folder written by `dualbench run --out`. Example: --runs runs/smoke")] = Path("runs"),
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for index.html, the plots and the (hard-linked or copied) videos; "
+        "open index.html in a browser. Example: --out report/")] = ...,
+    posters: Annotated[bool, typer.Option(
+        "--posters/--no-posters", help="Show each video's first frame before it plays (decodes one frame "
+        "per video). Example: --no-posters")] = True,
+) -> None:
+    """Write a static HTML report of a runs folder (no server or network needed).
+
+    The page: Tables 1–3 with the paper's rows, the plots (as `dualbench plots` draws them), and per
+    case the videos of every method side by side with prompts and per-video scores.
+
+    Examples:
+
+        dualbench report --runs runs --out report
+
+        dualbench report --runs runs/smoke --out /tmp/smoke-report --no-posters
+    """
+    from benchmark.report import build_report
+
+    try:
+        index = build_report(runs, out, posters=posters)
+    except FileNotFoundError as exc:
+        _fail(f"{exc}; run `dualbench run --out {runs} ...` first", 1)
+    except ValueError as exc:  # an unreadable record
+        _fail(str(exc), 1)
+    typer.echo(f"wrote {index} — open it in a browser (file://{index.resolve()})")
+
+
+@app.command("plots")
+def plots(
+    runs: Annotated[Path, typer.Option("--runs", help="Runs folder written by `dualbench run --out`. "
+                                       "Example: --runs runs/smoke")] = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and SVG files. "
+                                      "Example: --out plots/")] = Path("plots"),
+) -> None:
+    """Draw the metric bars, the dynamic degree per motion against its reference clips, and the
+    StageBlender controller weights (paper Fig. 7) as PNG and SVG; prints one line per file.
+
+    Examples:
+
+        dualbench plots --runs runs --out plots
+    """
+    from benchmark.plots import make_plots
+
+    records = _load_runs(Path(runs))
+    try:
+        made = make_plots(runs, out, records=records)
+    except ValueError as exc:  # a malformed controller trace (names its file)
+        _fail(str(exc), 1)
+    for kind, files in made.items():
+        for f in files:
+            typer.echo(f"{kind}: {f}")
+
+
+# ------------------------------------------------------------------------------------------------
+# list, validate, regression
+# ------------------------------------------------------------------------------------------------
+
+
 @app.command("list")
 def list_(
     what: Annotated[str, typer.Argument(help="methods, grids or metrics")] = "methods",
@@ -137,6 +488,8 @@ def list_(
       dualbench list
 
       dualbench list methods --pattern 'dualreal*'
+
+      dualbench list metrics
     """
     if what == "methods":
         for name in list_methods(pattern):
@@ -146,10 +499,13 @@ def list_(
         typer.echo("dualreal50               the paper's 50 cases × 50 prompts (needs --data-root)")
         typer.echo("PATH.yaml                your own grid (see README)")
     elif what == "metrics":
-        from benchmark.metrics import METRICS as METRIC_INFO
+        from benchmark.metrics import METRICS
 
-        for name, info in METRIC_INFO.items():
-            typer.echo(f"{name:24s} {info}")
+        for name, m in METRICS.items():
+            flags = ", ".join(filter(None, ["default" if m.default else "", f"with {m.derived_from}" if m.derived_from else "",
+                                            f"tables {'/'.join(map(str, m.tables))}" if m.tables else ""]))
+            typer.echo(f"{name:24s} {m.label} [{m.unit}, {m.arrow or 'no direction'}] {m.description}"
+                       + (f" ({flags})" if flags else "") + (f"; encoders: {', '.join(m.encoders)}" if m.encoders else ""))
     else:
         _fail(f"unknown listing {what!r}; choose methods, grids or metrics")
 
@@ -164,7 +520,7 @@ def validate(
 
     Examples:
 
-      dualbench validate --grid dualreal50 --data-root ../shared/data/dualreal-bench --decode
+      dualbench validate --grid dualreal50 --data-root path/to/dualreal-bench --decode
     """
     from benchmark.data import load_identity, load_motion
     from benchmark.grid import load_grid
@@ -225,16 +581,6 @@ def regression(
             console.print(f"  {d}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     typer.echo("regression: all metrics within tolerance")
-
-
-# Commands whose logic lives beside the data they work on (one function each, registered here).
-from benchmark.evaluate import eval_command  # noqa: E402
-from benchmark.report import report_command  # noqa: E402
-from benchmark.tables import table_command  # noqa: E402
-
-app.command("eval")(eval_command)
-app.command("table")(table_command)
-app.command("report")(report_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -41,6 +41,7 @@ __all__ = [
     "DataError",
     "IdentityFolder",
     "MotionFolder",
+    "list_identity_images",
     "load_identity",
     "load_motion",
     "read_lines",
@@ -134,6 +135,18 @@ def _resolve_file(path: Path, listed_in: Path | None = None) -> Path:
     return resolved
 
 
+def _extensions(extensions: tuple[str, ...]) -> str:
+    """``png/jpg/jpeg/…`` for messages."""
+    return "/".join(e.lstrip(".") for e in extensions)
+
+
+def _list_media_in(folder: Path, subfolder: str, extensions: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """``(source, files)``: the media of ``folder/subfolder`` if that folder exists, else of ``folder``."""
+    sub = folder / subfolder
+    source = sub if sub.is_dir() else folder
+    return source, _list_media(source, extensions)
+
+
 def _list_media(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Non-hidden entries of ``folder`` with one of ``extensions`` (any case), natural order."""
     try:
@@ -204,6 +217,27 @@ class IdentityFolder:
     eval_prompts: list[str] = field(default_factory=list)
 
 
+def list_identity_images(path: str | os.PathLike) -> list[Path]:
+    """The images of an identity folder — the one lister of identity and reference images.
+
+    The files of ``path/images/`` (or of ``path`` itself when it has no ``images/``) with an
+    extension in :data:`benchmark.media.IMAGE_EXTENSIONS` (any case), hidden files ignored, in
+    natural order. The same files train a method (:func:`load_identity`) and serve as the
+    CLIP-I / DINO-I references of ``dualbench run`` and ``dualbench eval --refs``.
+
+    Returns:
+        Absolute paths, at least one.
+
+    Raises:
+        DataError: folder missing, no image, or a broken link or symlink loop among the images.
+    """
+    folder = _require_folder(Path(os.path.abspath(path)), "identity")
+    source, images = _list_media_in(folder, "images", IMAGE_EXTENSIONS)
+    if not images:
+        raise DataError(f"{source}: no images ({_extensions(IMAGE_EXTENSIONS)}) in the identity folder")
+    return images
+
+
 def load_identity(path: str | os.PathLike, class_word: str | None = None) -> IdentityFolder:
     """List and validate an identity folder (layout in the module docstring).
 
@@ -220,12 +254,8 @@ def load_identity(path: str | os.PathLike, class_word: str | None = None) -> Ide
             per image, or a prompt without the ``*`` token; a text file that is not UTF-8.
     """
     folder = _require_folder(Path(os.path.abspath(path)), "identity")
-    image_dir = folder / "images"
-    source = image_dir if image_dir.is_dir() else folder
-    images = _list_media(source, IMAGE_EXTENSIONS)
-    if not images:
-        exts = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-        raise DataError(f"{source}: no images ({exts}) in the identity folder")
+    images = list_identity_images(folder)
+    source = images[0].parent
 
     prompts_file = folder / "prompts.txt"
     if prompts_file.exists():
@@ -320,8 +350,7 @@ def _clips_from_list(folder: Path, list_file: Path) -> list[Path]:
                 f"{list_file}: line {i} ({entry!r}) resolves outside the motion folder (to {resolved})"
             )
         if clip.suffix.lower() not in VIDEO_EXTENSIONS:
-            exts = "/".join(e.lstrip(".") for e in VIDEO_EXTENSIONS)
-            raise DataError(f"{list_file}: line {i} ({entry!r}) is not a video file ({exts})")
+            raise DataError(f"{list_file}: line {i} ({entry!r}) is not a video file ({_extensions(VIDEO_EXTENSIONS)})")
         if resolved in seen:
             raise DataError(f"{list_file}: line {i} ({entry!r}) lists a clip twice")
         seen.add(resolved)
@@ -360,12 +389,9 @@ def load_motion(path: str | os.PathLike) -> MotionFolder:
         source = list_file
     else:
         layout = "folder"
-        video_dir = folder / "videos"
-        source = video_dir if video_dir.is_dir() else folder
-        clips = _list_media(source, VIDEO_EXTENSIONS)
+        source, clips = _list_media_in(folder, "videos", VIDEO_EXTENSIONS)
         if not clips:
-            exts = "/".join(e.lstrip(".") for e in VIDEO_EXTENSIONS)
-            raise DataError(f"{source}: no clips ({exts}) and no videos.txt in the motion folder")
+            raise DataError(f"{source}: no clips ({_extensions(VIDEO_EXTENSIONS)}) and no videos.txt in the motion folder")
 
     prompts_file = folder / "prompts.txt"
     if prompts_file.exists():

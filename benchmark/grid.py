@@ -7,7 +7,8 @@ Grids come from :func:`load_grid`:
   clips), 1 case × 2 prompts, seed 42; defined as plain data in ``benchmark/grids/smoke.yaml``.
   Any ``benchmark/grids/<name>.yaml`` is a built-in grid the same way.
 * ``"dualreal50"`` — the DualReal paper's 50 cases × 50 prompts, seed 42, read from a data root
-  laid out like ``shared/data/dualreal-bench`` (``cases.json``, ``identities/``, ``motions/``).
+  laid out like the paper's released benchmark (``cases.json``, ``identities/``, ``motions/``;
+  see :func:`load_dualreal50`).
 * a path to a YAML grid file (paths inside are relative to the file), in one of two forms::
 
       version: 1                 # optional, must be 1
@@ -46,10 +47,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmark.data import (
     DataError,
     IdentityFolder,
     MotionFolder,
+    list_identity_images,
     load_identity,
     load_motion,
 )
@@ -67,6 +71,9 @@ __all__ = [
     "load_yaml_grid",
     "load_dualreal50",
     "filter_cases",
+    "DecodedCase",
+    "read_images",
+    "reference_images",
     "decode_case",
 ]
 
@@ -156,7 +163,7 @@ def load_grid(spec: str | os.PathLike, data_root: str | os.PathLike | None = Non
         if data_root is None:
             raise DataError(
                 "grid dualreal50: no data root given; pass the dualreal-bench folder "
-                "(cases.json, identities/, motions/), e.g. --data-root ../shared/data/dualreal-bench"
+                "(cases.json, identities/, motions/), e.g. --data-root path/to/dualreal-bench"
             )
         return load_dualreal50(data_root)
     builtin = GRIDS_DIR / f"{text}.yaml"
@@ -400,7 +407,7 @@ def _cross_form(doc: dict, base: Path, seeds: list[int], cache: _FolderCache, pa
 
 
 def load_dualreal50(data_root: str | os.PathLike) -> list[Case]:
-    """The DualReal paper's grid from a folder laid out as ``shared/data/dualreal-bench``.
+    """The DualReal paper's grid from a folder laid out as the authors' released benchmark.
 
     Each entry of ``cases.json`` (``case``, ``identity``, ``motion``, ``ref_image``; ``part`` is
     ignored) becomes a :class:`Case` with the prompts of ``identities/<identity>/eval_prompts.txt``
@@ -521,14 +528,56 @@ def filter_cases(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class DecodedCase:
+    """Everything a run needs from a case, each folder listed once and each file decoded once.
+
+    Attributes:
+        case: the grid's case.
+        data: what the method trains on (:class:`dualreal.engine.protocol.CaseData`, training
+            resolution).
+        reference_images: the identity's images at native resolution, uint8 ``(H, W, 3)`` each
+            (the CLIP-I / DINO-I references; the same files as ``data.identity_images``).
+        motion_clips: every clip of the motion folder, in folder order (the motion reference whose
+            dynamic degree is ``dynamic_degree_ref``; ``max_clips`` limits training only).
+    """
+
+    case: Case
+    data: CaseData
+    reference_images: list[torch.Tensor]
+    motion_clips: list[Path]
+
+
+def read_images(paths: list[Path]) -> list[torch.Tensor]:
+    """Decode images with :func:`~benchmark.media.read_image`: uint8 ``(H, W, 3)`` each, native size.
+
+    Raises:
+        DataError: an unreadable image (the message names the file).
+    """
+    try:
+        return [read_image(p) for p in paths]
+    except MediaError as exc:
+        raise DataError(str(exc)) from None
+
+
+def reference_images(identity: str | os.PathLike) -> list[torch.Tensor]:
+    """The reference images of an identity folder at native resolution: the files of
+    :func:`benchmark.data.list_identity_images`, decoded (what ``decode_case`` hands the scorer).
+
+    Raises:
+        DataError: folder missing, no image, or an unreadable image.
+    """
+    return read_images(list_identity_images(identity))
+
+
 def decode_case(
     case: Case, *, num_frames: int, height: int, width: int, max_clips: int | None = None
-) -> CaseData:
-    """Decode a case's files for a method: every image and clip read once, resized, center-cropped.
+) -> DecodedCase:
+    """Decode a case's files for a run: every image and clip read once.
 
-    Identity images and the reference image: :func:`~benchmark.media.read_image` then
-    :func:`~benchmark.media.resize_center_crop` to ``(height, width)`` (the reference image is
-    decoded once even when it is also an identity image). Motion clips: the first ``num_frames``
+    Identity images are decoded once at native resolution (kept as the scoring references) and
+    :func:`~benchmark.media.resize_center_crop`-ed to ``(height, width)`` for training; the reference
+    image reuses its decoded identity image when it is one. Motion clips: the first ``num_frames``
     decoded with :func:`~benchmark.media.read_video`, cut to 4k+1 by
     :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix), resized.
 
@@ -536,12 +585,13 @@ def decode_case(
         case: from :func:`load_grid`.
         num_frames: frames per motion clip, 4k+1 (49 in the paper).
         height, width: training resolution (480×720 in the paper).
-        max_clips: use only the first N motion clips (default all).
+        max_clips: train on the first N motion clips only (default all).
 
     Returns:
-        :class:`dualreal.engine.protocol.CaseData`: identity images uint8 ``(height, width, 3)``; motion
-        clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``; ref image uint8
-        ``(height, width, 3)``; prompts one per image / clip. All on CPU.
+        :class:`DecodedCase`: ``data`` holds identity images uint8 ``(height, width, 3)``, motion
+        clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``, the ref image uint8
+        ``(height, width, 3)`` and one prompt per image / clip; ``reference_images`` the native
+        identity images; ``motion_clips`` every clip path. All on CPU.
 
     Raises:
         DataError: bad arguments; a folder problem (see :mod:`benchmark.data`); an unreadable
@@ -558,17 +608,12 @@ def decode_case(
     identity = load_identity(case.identity, class_word=case.class_word or None)
     motion = load_motion(case.motion)
 
-    def image(path: Path):
-        try:
-            return resize_center_crop(read_image(path), height, width)
-        except MediaError as exc:
-            raise DataError(str(exc)) from None
-
-    images = [image(p) for p in identity.images]
+    natives = read_images(identity.images)
+    images = [resize_center_crop(img, height, width) for img in natives]
     ref_resolved = case.ref_image.resolve()
     ref = next((img for p, img in zip(identity.images, images) if p.resolve() == ref_resolved), None)
     if ref is None:
-        ref = image(case.ref_image)
+        ref = resize_center_crop(read_images([case.ref_image])[0], height, width)
 
     clip_paths = motion.clips[:max_clips] if max_clips is not None else motion.clips
     clips = []
@@ -581,7 +626,7 @@ def decode_case(
             raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
         clips.append(resize_center_crop(frames, height, width))
 
-    return CaseData(
+    data = CaseData(
         name=case.name,
         class_word=identity.class_word,
         identity_images=images,
@@ -590,3 +635,4 @@ def decode_case(
         motion_prompts=list(motion.prompts[: len(clips)]),
         ref_image=ref,
     )
+    return DecodedCase(case=case, data=data, reference_images=natives, motion_clips=list(motion.clips))

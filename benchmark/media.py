@@ -40,7 +40,7 @@ def _decoder_name() -> str:
         return "pyav-missing"
 
 
-#: Name of the decoder, recorded in every result's provenance (METRICS.md: "use one decoder").
+#: Name of the decoder, recorded in every result's provenance (docs/METRICS.md, "Decoding").
 DECODER = _decoder_name()
 
 
@@ -242,7 +242,8 @@ def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.T
 
 
 def select_frames(frames: torch.Tensor, num_frames: int, *, temporal_compression: int = 4) -> torch.Tensor:
-    """Take the first frames of a clip, as many as the VAE accepts (4k+1, METHOD.md "Backbone").
+    """Take the first frames of a clip, as many as the VAE accepts: CogVideoX's causal VAE compresses
+    time 4×, so a clip of 4k+1 frames becomes k+1 latent frames.
 
     Args:
         frames: ``(F, H, W, 3)``.

@@ -2,9 +2,12 @@
 
 1. :func:`plot_controller_traces` — the identity weight of each block group against the denoising
    step (the paper's Figure 7), averaged over the videos of a method.
-2. :func:`plot_metric_bars` — one panel per metric, one bar per method, 95 % bootstrap intervals
-   as error bars (from :func:`benchmark.tables.aggregate`).
+2. :func:`plot_metric_bars` — one panel per Table 1 metric of the metric table (and per deviation
+   column), one bar per method, 95 % bootstrap intervals as error bars (from
+   :func:`benchmark.tables.aggregate`); titles, axis limits and the zero line follow each record.
 3. :func:`plot_dd_vs_ref` — per motion, the reference clips' dynamic degree next to each method's.
+
+``dualbench plots`` draws all three (:func:`make_plots`); ``dualbench report`` embeds them.
 
 Controller trace schema (read by :func:`read_controller_trace`): the method writes one JSON file
 beside each video, ``<runs>/<method>/<case>/videos/pNNN_sSEED.json``, holding (other keys are
@@ -32,17 +35,16 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import matplotlib
 import numpy as np
 import pandas as pd
-import typer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmark.metrics import METRICS, table_metrics
 from benchmark.store import load_records
-from benchmark.tables import METRIC_LABELS, RANDOM_MARK, RANDOM_NOTE, TABLE1_METRICS, aggregate
+from benchmark.tables import RANDOM_MARK, RANDOM_NOTE, aggregate
 
 __all__ = [
     "ControllerTrace",
@@ -52,7 +54,6 @@ __all__ = [
     "plot_metric_bars",
     "plot_dd_vs_ref",
     "make_plots",
-    "plots_command",
 ]
 
 
@@ -232,18 +233,31 @@ def plot_controller_traces(runs: Path, out_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
-def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics") -> list[Path]:
-    """One panel per Table-1 metric (plus DD Δ), a bar per method, 95 % CI error bars.
+def bar_metrics() -> list[str]:
+    """The panels of :func:`plot_metric_bars`: Table 1's metrics, each followed by its deviation column."""
+    out: list[str] = []
+    for name in table_metrics(1):
+        out.append(name)
+        if METRICS[name].deviation is not None:
+            out.append(METRICS[name].deviation)
+    return out
 
-    Returns ``[]`` (no files) when no method has a scored video.
+
+def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics") -> list[Path]:
+    """One panel per metric of :func:`bar_metrics`, a bar per method, 95 % CI error bars.
+
+    A panel's title is the metric's label (``→ 0`` added for a closest-to-zero column, which also
+    gets a zero line); a bounded metric's axis stays within its range. Returns ``[]`` (no files)
+    when no method has a scored video.
 
     Args:
         agg: :func:`benchmark.tables.aggregate` output.
         out_dir: folder for ``<stem>.png`` / ``<stem>.svg``.
     """
-    metrics = [*TABLE1_METRICS, "dynamic_degree_delta"]
+    metrics = bar_metrics()
     agg = agg[agg["videos"] > 0].reset_index(drop=True) if "videos" in agg else agg
-    if agg.empty or not np.isfinite(agg[metrics].to_numpy(dtype=float)).any():
+    present = [m for m in metrics if m in agg]
+    if agg.empty or not np.isfinite(agg[present].to_numpy(dtype=float)).any():
         return []  # nothing scored
     names = [f"{m}{' ' + RANDOM_MARK if r else ''}" for m, r in zip(agg["method"], agg.get("random_weights", [False] * len(agg)))]
     cols = 4
@@ -252,10 +266,12 @@ def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics")
     x = np.arange(len(agg))
     colours = [matplotlib.colormaps["tab10"](i % 10) for i in range(len(agg))]
     for k, m in enumerate(metrics):
+        info = METRICS[m]
+        title = info.label + (" (→ 0)" if info.direction == "zero" else "")
         ax = fig.add_subplot(rows, cols, k + 1)
-        mean = agg[m].to_numpy(dtype=float)
+        mean = agg[m].to_numpy(dtype=float) if m in agg else np.full(len(agg), np.nan)
         if not np.isfinite(mean).any():
-            ax.set_title(METRIC_LABELS[m] if m != "dynamic_degree_delta" else "DD Δ vs reference", fontsize=10)
+            ax.set_title(title, fontsize=10)
             ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes, color="0.4")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -270,18 +286,15 @@ def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics")
                 bar.set_hatch("//")
             if not math.isfinite(val):
                 bar.set_alpha(0.0)
-        label = METRIC_LABELS[m]
-        if m == "dynamic_degree_delta":
-            label = "DD Δ vs reference (→ 0)"
+        if info.direction == "zero":
             ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(label, fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-        finite = mean[np.isfinite(mean)]
-        if m not in ("dynamic_degree", "dynamic_degree_delta") and len(finite):
+        if info.bounded:  # zoom on the bars, within the metric's range
             lo = np.nanmin(np.where(np.isfinite(low), low, mean))
             hi = np.nanmax(np.where(np.isfinite(high), high, mean))
             pad = max(hi - lo, 1e-3) * 0.5
-            ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) if hi <= 1 else hi + pad)
+            ax.set_ylim(max(info.range[0], lo - pad), min(info.range[1], hi + pad))
         ax.grid(axis="y", alpha=0.3)
     note = "error bars: 95 % bootstrap interval over cases"
     if "random_weights" in agg and agg["random_weights"].any():
@@ -295,27 +308,31 @@ def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics")
 # ------------------------------------------------------------------------------------------------
 
 
-def dd_by_motion(records: pd.DataFrame) -> pd.DataFrame:
-    """Rows = motions, columns = ``reference`` + methods: mean DD (per case, then over the motion's cases)."""
-    if records.empty or "motion" not in records or "dynamic_degree" not in records:
+def dd_by_motion(records: pd.DataFrame, metric: str = "dynamic_degree") -> pd.DataFrame:
+    """Rows = motions, columns = ``reference`` + methods: the mean of ``metric`` (per case, then over
+    the motion's cases) and of its reference column (:attr:`~benchmark.metrics.Metric.reference`)."""
+    ref_col = METRICS[metric].reference
+    if records.empty or "motion" not in records or metric not in records:
         return pd.DataFrame()
     ok = records[records["status"].eq("ok")] if "status" in records else records
-    ok = ok.assign(dynamic_degree=pd.to_numeric(ok["dynamic_degree"], errors="coerce"),
-                   dynamic_degree_ref=pd.to_numeric(ok.get("dynamic_degree_ref", np.nan), errors="coerce"))
-    if ok["dynamic_degree"].isna().all():
+    ok = ok.assign(**{metric: pd.to_numeric(ok[metric], errors="coerce"),
+                      ref_col: pd.to_numeric(ok.get(ref_col, np.nan), errors="coerce")})
+    if ok[metric].isna().all():
         return pd.DataFrame()
-    per_case = ok.groupby(["method", "motion", "case"])["dynamic_degree"].mean().reset_index()
-    table = per_case.groupby(["motion", "method"])["dynamic_degree"].mean().unstack("method")
-    ref = ok.groupby("motion")["dynamic_degree_ref"].mean()
+    per_case = ok.groupby(["method", "motion", "case"])[metric].mean().reset_index()
+    table = per_case.groupby(["motion", "method"])[metric].mean().unstack("method")
+    ref = ok.groupby("motion")[ref_col].mean()
     table.insert(0, "reference", ref.reindex(table.index))
     return table.sort_index()
 
 
-def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, stem: str = "dd_vs_ref") -> list[Path]:
-    """Grouped bars per motion: the reference clips' DD (grey, hatched) and each method's mean DD."""
-    table = dd_by_motion(records)
+def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, metric: str = "dynamic_degree", stem: str = "dd_vs_ref") -> list[Path]:
+    """Grouped bars per motion: the reference clips' value of ``metric`` (grey, hatched) and each
+    method's mean (:func:`dd_by_motion`)."""
+    table = dd_by_motion(records, metric)
     if table.empty:
         return []
+    info = METRICS[metric]
     motions, series = list(table.index), list(table.columns)
     width = 0.8 / len(series)
     fig = _figure(max(7.0, 0.35 * len(motions) * len(series) + 2), 4.2)
@@ -327,8 +344,8 @@ def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, stem: str = "dd_vs_r
             dict(color=matplotlib.colormaps["tab10"]((i - 1) % 10), edgecolor="black")
         ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(vals), width, label=name, lw=0.5, **kw)
     ax.set_xticks(x, motions, rotation=30 if len(motions) > 3 else 0, ha="right" if len(motions) > 3 else "center")
-    ax.set_ylabel("dynamic degree (px, top-5 % flow)")
-    ax.set_title("Dynamic degree per motion: reference clips vs generated videos", fontsize=10)
+    ax.set_ylabel(f"{info.label} ({info.unit})")
+    ax.set_title(f"{info.label} per motion: reference clips vs generated videos", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_dir, stem)
@@ -351,25 +368,3 @@ def make_plots(runs: Path, out_dir: Path, *, records: pd.DataFrame | None = None
         "dd_vs_ref": plot_dd_vs_ref(records, out_dir),
         "controller": plot_controller_traces(runs, out_dir),
     }
-
-
-def plots_command(
-    runs: Annotated[Path, typer.Option("--runs", help="Runs folder written by `dualbench run --out`. "
-                                       "Example: --runs runs/smoke")] = Path("runs"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and SVG files. "
-                                      "Example: --out plots/")] = Path("plots"),
-) -> None:
-    """Draw the metric bars, DD per motion and the controller weights (Fig. 7) as PNG and SVG.
-
-    Examples:
-
-        dualbench plots --runs runs --out plots
-    """
-    runs = Path(runs)
-    if not runs.is_dir() or load_records(runs).empty:
-        typer.echo(f"error: no records under {runs}; run `dualbench run --out {runs} ...` first", err=True)
-        raise typer.Exit(code=1)
-    made = make_plots(runs, out)
-    for kind, files in made.items():
-        for f in files:
-            typer.echo(f"{kind}: {f}")

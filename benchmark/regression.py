@@ -16,15 +16,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmark.store import METRIC_COLUMNS, load_records, write_json
+from benchmark.metrics import metric_columns
+from benchmark.store import load_records, write_json
 
-__all__ = ["DEFAULT_METHODS", "TOLERANCE", "REGRESSION_FILE", "run_subset", "compare", "regression"]
+__all__ = ["DEFAULT_METHODS", "TOLERANCE", "DEFAULT_TOLERANCE", "REGRESSION_FILE", "run_subset", "compare", "regression"]
 
 DEFAULT_METHODS = ["dualreal", "lora"]
 REGRESSION_FILE = Path(__file__).resolve().parents[1] / "results" / "regression" / "smoke.json"
-#: metric → (absolute tolerance, relative tolerance); a value passes if within either.
+#: metric → (absolute tolerance, relative tolerance); a value passes if within either. Columns not
+#: named here (metrics in [0, 1] or [-1, 1]) use :data:`DEFAULT_TOLERANCE`.
+DEFAULT_TOLERANCE = (1e-3, 0.0)
 TOLERANCE: dict[str, tuple[float, float]] = {
-    **{m: (1e-3, 0.0) for m in METRIC_COLUMNS},
     "dynamic_degree": (1e-3, 1e-2),
     "dynamic_degree_delta": (1e-2, 1e-2),
     "dynamic_degree_ref": (1e-3, 1e-2),
@@ -38,7 +40,6 @@ TOLERANCE_REASON = (
     "~0.1 in CLIP-T), so the tolerance still catches it."
 )
 _KEY = ("method", "case", "prompt_index", "seed")
-_VALUES = [*METRIC_COLUMNS, "dynamic_degree_ref"]
 
 
 def run_subset(out: Path, methods: list[str], *, progress=None, log=print) -> list[dict[str, Any]]:
@@ -56,7 +57,7 @@ def run_subset(out: Path, methods: list[str], *, progress=None, log=print) -> li
         row = {k: rec[k] for k in _KEY}
         row["seed"] = int(row["seed"])
         row["prompt_index"] = int(row["prompt_index"])
-        for m in _VALUES:
+        for m in metric_columns():
             v = rec.get(m)
             row[m] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
         rows.append(row)
@@ -72,14 +73,14 @@ def compare(stored: list[dict[str, Any]], current: list[dict[str, Any]]) -> list
     diffs = [f"missing now: {k}" for k in sorted(s.keys() - c.keys())]
     diffs += [f"new now (not stored): {k}" for k in sorted(c.keys() - s.keys())]
     for key in sorted(s.keys() & c.keys()):
-        for m in _VALUES:
+        for m in metric_columns():
             a, b = s[key].get(m), c[key].get(m)
             if a is None and b is None:
                 continue
             if a is None or b is None:
                 diffs.append(f"{'/'.join(map(str, key))} {m}: stored {a} → now {b}")
                 continue
-            atol, rtol = TOLERANCE.get(m, (1e-3, 0.0))
+            atol, rtol = TOLERANCE.get(m, DEFAULT_TOLERANCE)
             if abs(a - b) > max(atol, rtol * abs(a)):
                 diffs.append(f"{'/'.join(map(str, key))} {m}: stored {a:.6g} → now {b:.6g} (Δ {b - a:+.3g}, tolerance {max(atol, rtol * abs(a)):.3g})")
     return diffs
@@ -96,7 +97,7 @@ def regression(*, update: bool = False, methods: list[str] | None = None, out: P
             "produced_by": f"dualbench regression --update (methods: {', '.join(methods)}; grid smoke; "
                            "backbone tiny; random-weights metric encoders; CPU, fp32)",
             "random_weights": True,
-            "tolerance": {m: {"abs": a, "rel": r} for m, (a, r) in TOLERANCE.items()},
+            "tolerance": {m: dict(zip(("abs", "rel"), TOLERANCE.get(m, DEFAULT_TOLERANCE))) for m in metric_columns()},
             "tolerance_reason": TOLERANCE_REASON,
             "rows": rows,
         })

@@ -1,4 +1,4 @@
-"""``dualbench report``: one static HTML page for a runs folder (opens from disk: no server, no network).
+"""The static HTML report of a runs folder (``dualbench report``), opened from disk: no server, no network.
 
 Layout of ``--out``::
 
@@ -21,24 +21,18 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
-import typer
 
-from dualreal.engine.io import atomic_write_text
+from benchmark.metrics import METRICS, table_metrics
 from benchmark.plots import make_plots
 from benchmark.store import load_records, video_path, video_stem
 from benchmark.tables import RANDOM_NOTE, aggregate, build_table, render_html, table_rows
+from dualreal.engine.io import atomic_write_text
 
-__all__ = ["build_report", "report_command"]
-
-#: Per-video scores shown under each video: (column, label, decimals).
-SCORES = [("clip_t", "CLIP-T", 3), ("clip_i", "CLIP-I", 3), ("dino_i", "DINO-I", 3),
-          ("temporal_flickering", "T.Flick", 3), ("temporal_consistency", "T.Cons", 3),
-          ("motion_smoothness", "M.Smooth", 3), ("dynamic_degree", "DD", 2)]
+__all__ = ["build_report"]
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; color: #222; }
@@ -112,24 +106,17 @@ def _poster(video: Path, dst: Path) -> bool:
     return True
 
 
-def _num(v: Any) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-    return f
-
-
 def _scores_html(rec: pd.Series) -> str:
+    """The video's Table 1 metrics (label and value as the metric table says; a deviation in brackets)."""
     items = []
-    for col, label, dec in SCORES:
-        v = _num(rec.get(col))
-        text = "–" if not np.isfinite(v) else f"{v:.{dec}f}"
-        if col == "dynamic_degree":
-            d = _num(rec.get("dynamic_degree_delta"))
-            if np.isfinite(v) and np.isfinite(d):
-                text += f" ({d:+.2f})"
-        items.append(f"<dt>{_e(label)}</dt><dd>{_e(text)}</dd>")
+    for name in table_metrics(1):
+        m = METRICS[name]
+        text = m.format(rec.get(name))
+        if m.deviation is not None and text != "–":
+            d = METRICS[m.deviation]
+            if d.format(rec.get(m.deviation)) != "–":
+                text += f" ({float(rec.get(m.deviation)):+.{d.decimals}f})"
+        items.append(f"<dt>{_e(m.label)}</dt><dd>{_e(text)}</dd>")
     return '<dl class="scores">' + "".join(items) + "</dl>"
 
 
@@ -248,33 +235,3 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
     index = out / "index.html"
     atomic_write_text(index, page)
     return index
-
-
-def report_command(
-    runs: Annotated[Path, typer.Option(
-        "--runs", help="Runs folder written by `dualbench run --out`. Example: --runs runs/smoke")] = Path("runs"),
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Folder for index.html, the plots and the (hard-linked or copied) videos; "
-        "open index.html in a browser. Example: --out report/")] = ...,
-    posters: Annotated[bool, typer.Option(
-        "--posters/--no-posters", help="Show each video's first frame before it plays (decodes one frame "
-        "per video). Example: --no-posters")] = True,
-) -> None:
-    """Write a static HTML report: Tables 1–3 with the paper's rows, the plots, and per case the videos of
-    every method side by side with prompts and per-video scores. No server or network needed.
-
-    Examples:
-
-        dualbench report --runs runs --out report
-
-        dualbench report --runs runs/smoke --out /tmp/smoke-report --no-posters
-    """
-    try:
-        index = build_report(runs, out, posters=posters)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}; run `dualbench run --out {runs} ...` first", err=True)
-        raise typer.Exit(code=1)
-    except ValueError as exc:  # an unreadable record
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1)
-    typer.echo(f"wrote {index} — open it in a browser (file://{index.resolve()})")

@@ -23,18 +23,21 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from benchmark import __version__
-from benchmark.grid import Case, decode_case, filter_cases, load_grid
-from benchmark.media import DECODER, MediaError, read_image, write_video
+from benchmark.grid import Case, DecodedCase, decode_case, filter_cases, load_grid
+from benchmark.media import DECODER, MediaError, write_video
 from benchmark.registry import create_method
+from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
 from benchmark.store import read_json, record_path, video_path, write_json, write_record
 from dualreal.engine.protocol import GenerationSettings
 
-__all__ = ["RunConfig", "RunSummary", "run", "shard_of"]
+__all__ = ["RunConfig", "RunSummary", "CaseReferences", "VideoJob", "run", "shard_of"]
 
 
 @dataclass
@@ -63,10 +66,93 @@ class RunConfig:
     weights_dir: Path | None = None
     random_metric_weights: bool | None = None
     dd_pad_multiple: int = 8
-    random_arch: str = "small"
+    random_arch: str = DEFAULT_RANDOM_ARCH
     dtype: str = "fp32"
     device: str = "cpu"
     method_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseReferences:
+    """What scoring a case's videos needs besides the videos (shared by all of them).
+
+    Attributes:
+        ref_images: the identity's reference images at native resolution, uint8 ``(H, W, 3)``
+            (CLIP-I / DINO-I); None when not scoring.
+        dd_ref: the reference motion's dynamic degree in pixels (``dynamic_degree_ref``); None when
+            not scored.
+    """
+
+    ref_images: list[torch.Tensor] | None = None
+    dd_ref: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video of a run: which (method, case, prompt, seed) it is and what scoring it needs.
+
+    The record of the video (:meth:`base_record`, :meth:`with_scores`, :meth:`failure`) is built from
+    the job alone, so any producer of the video — the run loop here — writes the same fields.
+
+    Attributes:
+        method: registry name.
+        case: the grid's case.
+        prompt_index: index of the prompt in ``case.prompts`` (names the files, ``p003_s42``).
+        prompt: the generation prompt.
+        seed: generation seed.
+        config_hash: hash of the method, backbone and sampler settings (recorded).
+        references: the case's scoring references.
+        fit_seconds: time the method's fit on this case took (recorded), None when not fitted here.
+    """
+
+    method: str
+    case: Case
+    prompt_index: int
+    prompt: str
+    seed: int
+    config_hash: str
+    references: CaseReferences = field(default_factory=CaseReferences)
+    fit_seconds: float | None = None
+
+    @property
+    def label(self) -> str:
+        """``case p3 seed 42`` for messages."""
+        return f"{self.case.name} p{self.prompt_index} seed {self.seed}"
+
+    def video_path(self, out: Path) -> Path:
+        """Where the video goes under the runs folder ``out`` (its record: :func:`benchmark.store.write_record`)."""
+        return video_path(out, self.method, self.case.name, self.prompt_index, self.seed)
+
+    def base_record(self) -> dict[str, Any]:
+        """The fields every record of this video has, ok or failed."""
+        return {
+            "method": self.method,
+            "case": self.case.name,
+            "identity": self.case.identity_name,
+            "motion": self.case.motion_name,
+            "prompt": self.prompt,
+            "prompt_index": self.prompt_index,
+            "seed": self.seed,
+            "config_hash": self.config_hash,
+            "version": __version__,
+            "decoder": DECODER,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def failure(self, message: str) -> dict[str, Any]:
+        """A ``failed`` record with a one-line error."""
+        return {**self.base_record(), "status": "failed", "error": message, "video": None}
+
+    def with_scores(self, record: dict[str, Any], scorer: Scorer, frames: torch.Tensor, fps: float) -> dict[str, Any]:
+        """``record`` plus the scorer's values for these frames: every metric column, the metrics'
+        info columns, ``metric_notes`` and provenance, ``score_seconds``. Fields already in the
+        record (its geometry, ``decoder``) are kept, except the ``metric*`` ones."""
+        t0 = time.perf_counter()
+        scores = scorer.score(frames, fps, prompt=self.prompt, ref_images=self.references.ref_images,
+                              dd_ref=self.references.dd_ref)
+        record["score_seconds"] = round(time.perf_counter() - t0, 3)
+        record.update({k: v for k, v in scores.items() if k not in record or k.startswith("metric")})
+        return record
 
 
 @dataclass
@@ -213,8 +299,6 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
     method = create_method(cfg.method, backbone, **method_cfg)
     scorer = None
     if cfg.score:
-        from benchmark.scorer import Scorer
-
         random_metric = cfg.random_metric_weights
         if random_metric is None:  # random backbone → random metric encoders unless told otherwise
             random_metric = backbone.random_weights and cfg.weights_dir is None
@@ -225,6 +309,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             random_arch=cfg.random_arch,
             device=device,
             dd_pad_multiple=cfg.dd_pad_multiple,
+            cache_dir=out,
         )
     hash_payload = {
         "method": method.describe(),
@@ -235,6 +320,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
         "max_clips": cfg.max_clips,
     }
     config_hash = _config_hash(hash_payload)
+    producer = _Producer(out=out, method=method, backbone=backbone, settings=settings, scorer=scorer)
     task = progress.add_task(f"{cfg.method}", total=total, completed=summary.skipped) if progress else None
 
     def status(text: str) -> None:
@@ -250,9 +336,11 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             if not todo:
                 continue
             _remove_partial_files(case_dir)
+            jobs = [VideoJob(method=cfg.method, case=case, prompt_index=i, prompt=prompt, seed=seed, config_hash=config_hash)
+                    for i, prompt, seed in todo]
             try:
                 status(f"{case.name}: decoding")
-                case_data = decode_case(
+                decoded = decode_case(
                     case,
                     num_frames=settings.num_frames,
                     height=settings.height,
@@ -261,113 +349,92 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
                 )
                 status(f"{case.name}: fitting")
                 t0 = time.perf_counter()
-                method.fit(case_data, case_dir / "checkpoint", progress=progress)
+                method.fit(decoded.data, case_dir / "checkpoint", progress=progress)
                 fit_seconds = time.perf_counter() - t0
             except (MediaError, ValueError, OSError) as exc:
                 msg = f"{case.name}: {exc}"
                 log(f"[red]failed[/red] {msg}")
-                summary.failed += len(todo)
+                summary.failed += len(jobs)
                 summary.errors.append(msg)
-                for i, prompt, seed in todo:
-                    write_record(out, _failure(cfg, case, i, prompt, seed, msg, config_hash))
+                for job in jobs:
+                    write_record(out, job.failure(msg))
                 if progress is not None:
-                    progress.advance(task, len(todo))
+                    progress.advance(task, len(jobs))
                 continue
-            refs = None
-            dd_ref = None
-            if scorer is not None:
-                refs = [read_image(p) for p in _identity_images(case)]
-                status(f"{case.name}: motion reference")
-                dd_ref = _motion_reference(scorer, case, out)
-            for i, prompt, seed in todo:
-                status(f"{case.name}: p{i} seed {seed}")
+            status(f"{case.name}: motion reference")
+            references = _references(scorer, decoded)
+            for job in jobs:
+                job = replace(job, references=references, fit_seconds=fit_seconds)
+                status(job.label)
                 try:
-                    rec = _one_video(
-                        cfg, method, backbone, scorer, settings, case, i, prompt, seed,
-                        refs, dd_ref, fit_seconds, config_hash, out,
-                    )
+                    rec = producer.produce(job)
                     summary.done += 1
                 except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                    msg = f"{case.name} p{i} seed {seed}: {exc.__class__.__name__}: {exc}"
+                    msg = f"{job.label}: {exc.__class__.__name__}: {exc}"
                     log(f"[red]failed[/red] {msg}")
-                    rec = _failure(cfg, case, i, prompt, seed, msg, config_hash)
+                    rec = job.failure(msg)
                     summary.failed += 1
                     summary.errors.append(msg)
                 write_record(out, rec)
-                _log_event(out, rank, event=rec["status"], method=cfg.method, case=case.name, prompt_index=i, seed=seed)
+                _log_event(out, rank, event=rec["status"], method=cfg.method, case=case.name,
+                           prompt_index=job.prompt_index, seed=job.seed)
                 if progress is not None:
                     progress.advance(task)
     return summary
 
 
-def _identity_images(case: Case) -> list[Path]:
-    from benchmark.data import load_identity
-
-    return list(load_identity(case.identity, class_word=case.class_word).images)
-
-
-def _motion_reference(scorer, case: Case, out: Path) -> float | None:
-    if "dynamic_degree" not in scorer.metrics:
-        return None
-    from benchmark.data import load_motion
-
-    clips = list(load_motion(case.motion).clips)
-    cache = out / "motion_refs" / f"{Path(case.motion).name}.json"
-    return scorer.motion_reference_dd(clips, cache_file=cache)
+def _references(scorer: Scorer | None, decoded: DecodedCase) -> CaseReferences:
+    """The case's scoring references: its native identity images and, when ``dynamic_degree`` is
+    scored, the dynamic degree of every clip of its motion folder (cached under ``runs/motion_refs``)."""
+    if scorer is None:
+        return CaseReferences()
+    dd_ref = None
+    if "dynamic_degree" in scorer.metrics:
+        dd_ref = scorer.motion_reference_dd(decoded.motion_clips, motion=decoded.case.motion)
+    return CaseReferences(ref_images=decoded.reference_images, dd_ref=dd_ref)
 
 
-def _base_record(cfg: RunConfig, case: Case, i: int, prompt: str, seed: int, config_hash: str) -> dict[str, Any]:
-    return {
-        "method": cfg.method,
-        "case": case.name,
-        "identity": Path(case.identity).name,
-        "motion": Path(case.motion).name,
-        "prompt": prompt,
-        "prompt_index": i,
-        "seed": seed,
-        "config_hash": config_hash,
-        "version": __version__,
-        "decoder": DECODER,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+@dataclass
+class _Producer:
+    """The services a run's videos share: where to write, the fitted method, the backbone (for its
+    provenance), the sampler settings and the scorer (None: not scoring)."""
 
+    out: Path
+    method: Any
+    backbone: Any
+    settings: GenerationSettings
+    scorer: Scorer | None
 
-def _failure(cfg, case, i, prompt, seed, msg, config_hash) -> dict[str, Any]:
-    return {**_base_record(cfg, case, i, prompt, seed, config_hash), "status": "failed", "error": msg, "video": None}
-
-
-def _one_video(cfg, method, backbone, scorer, settings, case, i, prompt, seed, refs, dd_ref, fit_seconds, config_hash, out):
-    t0 = time.perf_counter()
-    video = method.generate(prompt, seed, settings)
-    gen_seconds = time.perf_counter() - t0
-    mp4 = video_path(out, cfg.method, case.name, i, seed)
-    write_video(mp4, video.frames, fps=video.fps)
-    if video.extras:
-        write_json(mp4.with_suffix(".json"), video.extras)
-    rec = _base_record(cfg, case, i, prompt, seed, config_hash)
-    rec.update(
-        status="ok",
-        error=None,
-        video=str(mp4.relative_to(out)),
-        fit_seconds=round(fit_seconds, 3),
-        generate_seconds=round(gen_seconds, 3),
-        frames_sha256=hashlib.sha256(video.frames.contiguous().numpy().tobytes()).hexdigest(),
-        num_frames=int(video.frames.shape[0]),
-        height=int(video.frames.shape[1]),
-        width=int(video.frames.shape[2]),
-        fps=video.fps,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        **backbone.provenance(),
-    )
-    metric_random = False
-    if scorer is not None:
-        t1 = time.perf_counter()
-        # Score the generated frames themselves (no decode, bit-reproducible); `dualbench eval` on
-        # the mp4 sees them after H.264 at CRF 12, which moves the metrics by the codec's loss.
-        scores = scorer.score(video.frames, video.fps, prompt=prompt, ref_images=refs, dd_ref=dd_ref)
-        rec["score_seconds"] = round(time.perf_counter() - t1, 3)
-        rec.update({k: v for k, v in scores.items() if k not in rec or k.startswith("metric")})
-        metric_random = bool(scores.get("metric_random_weights", False))
-    rec["random_weights"] = bool(backbone.random_weights or metric_random)
-    return rec
+    def produce(self, job: VideoJob) -> dict[str, Any]:
+        """Generate → write the mp4 (and the method's extras) → score → the ``ok`` record of ``job``."""
+        t0 = time.perf_counter()
+        video = self.method.generate(job.prompt, job.seed, self.settings)
+        gen_seconds = time.perf_counter() - t0
+        mp4 = job.video_path(self.out)
+        write_video(mp4, video.frames, fps=video.fps)
+        if video.extras:
+            write_json(mp4.with_suffix(".json"), video.extras)
+        rec = job.base_record()
+        rec.update(
+            status="ok",
+            error=None,
+            video=str(mp4.relative_to(self.out)),
+            fit_seconds=round(job.fit_seconds or 0.0, 3),
+            generate_seconds=round(gen_seconds, 3),
+            frames_sha256=hashlib.sha256(video.frames.contiguous().numpy().tobytes()).hexdigest(),
+            num_frames=int(video.frames.shape[0]),
+            height=int(video.frames.shape[1]),
+            width=int(video.frames.shape[2]),
+            fps=video.fps,
+            num_inference_steps=self.settings.num_inference_steps,
+            guidance_scale=self.settings.guidance_scale,
+            **self.backbone.provenance(),
+        )
+        metric_random = False
+        if self.scorer is not None:
+            # Score the generated frames themselves (no decode, bit-reproducible); `dualbench eval` on
+            # the mp4 sees them after H.264 at CRF 12, which moves the metrics by the codec's loss.
+            rec = job.with_scores(rec, self.scorer, video.frames, video.fps)
+            metric_random = bool(rec.get("metric_random_weights", False))
+        rec["random_weights"] = bool(self.backbone.random_weights or metric_random)
+        return rec

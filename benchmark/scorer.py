@@ -1,28 +1,22 @@
 """The one scorer: decodes each video once and feeds every requested metric.
 
-* Each encoder is loaded once per process (:func:`benchmark.encoders.get_encoder`), and only for
-  the requested metrics; CLIP-I and T-Cons share one pass of the LAION CLIP over the frames.
-* Frames go through each model in batches; reference-image embeddings are cached per identity
-  (keyed by the images' content) and prompt embeddings per prompt.
-* Missing inputs give ``NaN`` plus a note, never a crash: no prompt → no ``clip_t``; no reference
-  images → no ``clip_i`` / ``dino_i``; no reference motion → no ``dynamic_degree_ref/delta``.
-  Videos too short or too small for a metric also give ``NaN`` with a note:
+The scorer knows no metric by name: it walks the metric table (:data:`benchmark.metrics.METRICS`)
+and calls each requested record's ``compute`` entry with a per-video :class:`VideoInputs`, which
+computes and caches what the entries ask for:
 
-  ===================== ===================================================================
-  metric                needs
-  ===================== ===================================================================
-  clip_t, clip_i, dino_i  1 frame
-  temporal_consistency    2 frames
-  temporal_flickering     2 frames
-  motion_smoothness       3 frames (one interpolated frame); padded size ≥ 128×128
-  dynamic_degree          2 *sampled* frames (every round(fps/8)-th); padded size ≥ 128×128
-  ===================== ===================================================================
+* each encoder is loaded once per process (:func:`benchmark.encoders.get_encoder`), and only those
+  the requested metrics declare;
+* frame embeddings are computed once per video and encoder (CLIP-I and T-Cons share one LAION-CLIP
+  pass), reference-image embeddings once per identity (keyed by the images' content), text
+  embeddings once per prompt, and work shared by several columns once per video (one RAFT pass
+  feeds ``dynamic_degree`` and ``dynamic_degree_vbench``);
+* a metric whose optional input is missing (no prompt, no reference images, no reference motion)
+  or whose formula raises :class:`~benchmark.metrics.MetricUndefined` (too few frames, frames too
+  small for RAFT or AMT — see docs/METRICS.md) gives ``NaN`` plus a one-line note, never a crash.
 
-* Undecodable videos raise :class:`benchmark.media.MediaError` (the caller records a failed row).
-* Every row carries provenance: ``metric_random_weights``, ``metric_weights`` (fingerprints of the
-  weights used), ``decoder``.
-
-The math lives in :mod:`benchmark.metrics`; this module only plumbs.
+Undecodable videos raise :class:`benchmark.media.MediaError` (the caller records a failed row).
+Every row carries provenance: ``metric_random_weights``, ``metric_weights`` (fingerprints of the
+weights used), ``decoder``. The math lives in :mod:`benchmark.metrics`; this module only plumbs.
 """
 
 from __future__ import annotations
@@ -33,79 +27,40 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from dualreal.engine.io import atomic_write_json
 from benchmark.encoders import ENCODERS, get_encoder
-from benchmark.media import DECODER, MediaError, read_image, read_video
-from benchmark.metrics import DEFAULT_METRICS, METRICS, MetricUndefined
-from benchmark.metrics.clip_i import clip_i_score
-from benchmark.metrics.clip_t import clean_prompt, clip_t_score
-from benchmark.metrics.dino_i import dino_i_score
-from benchmark.metrics.dynamic_degree import (
-    TOP_FRACTION,
-    dynamic_degree_per_pair,
-    dynamic_degree_vbench,
-    sample_frames,
-    sample_interval,
-)
-from benchmark.metrics.motion_smoothness import motion_smoothness_score
-from benchmark.metrics.temporal_consistency import temporal_consistency_score
-from benchmark.metrics.temporal_flickering import temporal_flickering_score
+from benchmark.media import DECODER, MediaError, read_video
+from benchmark.metrics import METRICS, OPTIONAL_INPUTS, MetricUndefined, output_columns, resolve_metrics
+from benchmark.metrics.dynamic_degree import TOP_FRACTION
+from dualreal.engine.io import atomic_write_json
 
-__all__ = ["Scorer", "resolve_metrics", "reference_images", "REFERENCE_IMAGE_EXTENSIONS"]
+__all__ = ["Scorer", "VideoInputs", "DEFAULT_RANDOM_ARCH", "DD_PAD_MULTIPLES", "PROVENANCE_COLUMNS", "motion_reference_cache_file"]
 
-#: Reference images of an identity: every png/jpg/jpeg (any case), as METRICS.md says.
-REFERENCE_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: ``random_arch`` of every scoring entry point (``Scorer``, ``dualbench run`` / ``eval``): random
+#: weights serve tests and smoke runs, where the narrow same-family encoders are fast on CPU.
+DEFAULT_RANDOM_ARCH = "small"
+#: Valid RAFT input paddings: 8 (VBench) or 16 (the authors' script; docs/METRICS.md).
+DD_PAD_MULTIPLES = (8, 16)
+#: Provenance columns of every row.
+PROVENANCE_COLUMNS = ("metric_random_weights", "metric_weights", "decoder")
 
 _DD_CACHE_VERSION = 1
 
 
-def resolve_metrics(metrics: Sequence[str] | str | None) -> list[str]:
-    """Validate a metric list (``None`` → the seven of Table 1; a comma-separated string is fine).
+def motion_reference_cache_file(cache_dir: str | os.PathLike, motion: str | os.PathLike) -> Path:
+    """Where the dynamic degree of a motion's reference clips is cached: ``<cache_dir>/motion_refs/
+    <motion folder name>.json`` (``runs/motion_refs/playingGuitar.json`` for a run).
 
-    Raises:
-        ValueError: unknown name (with the closest known names), or an empty list.
+    Entries inside are keyed by each clip's resolved path, so two motion folders of the same name
+    share the file without mixing values.
     """
-    import difflib
-
-    if metrics is None:
-        return list(DEFAULT_METRICS)
-    if isinstance(metrics, str):
-        metrics = [m for m in (s.strip() for s in metrics.split(",")) if m]
-    out: list[str] = []
-    for m in metrics:
-        if m not in METRICS:
-            close = difflib.get_close_matches(m, list(METRICS), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"unknown metric {m!r}{hint}; known: {', '.join(METRICS)}")
-        if m not in out:
-            out.append(m)
-    if not out:
-        raise ValueError(f"no metric requested; known: {', '.join(METRICS)}")
-    return [m for m in METRICS if m in out]  # table order
-
-
-def reference_images(folder: str | os.PathLike) -> list[torch.Tensor]:
-    """Every png/jpg/jpeg (any case) in ``folder`` — or in ``folder/images`` if that exists — sorted
-    by name, decoded with :func:`benchmark.media.read_image` (RGB uint8 ``(H, W, 3)``).
-
-    Raises:
-        MediaError: folder missing, no image in it, or an unreadable image.
-    """
-    folder = Path(folder)
-    if (folder / "images").is_dir():
-        folder = folder / "images"
-    if not folder.is_dir():
-        raise MediaError(f"{folder}: reference folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in REFERENCE_IMAGE_EXTENSIONS)
-    if not files:
-        raise MediaError(f"{folder}: no png/jpg/jpeg reference image")
-    return [read_image(p) for p in files]
+    return Path(cache_dir) / "motion_refs" / f"{Path(motion).name}.json"
 
 
 def _as_frames(frames) -> torch.Tensor:
@@ -145,47 +100,136 @@ def _content_key(images: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+class VideoInputs:
+    """One video's inputs as the metric compute entries see them (:class:`benchmark.metrics.MetricInputs`).
+
+    Built by :class:`Scorer`; embeddings and shared work are computed on first request and cached
+    (per video here, per identity and per prompt in the scorer).
+
+    Args:
+        scorer: the scorer whose encoders, settings and caches are used.
+        frames: uint8 ``(F, H, W, 3)``.
+        fps: frame rate (> 0).
+        prompt: the prompt or None; ref_images: uint8 ``(H, W, 3)`` images; dd_ref: px or None.
+        encoders: the encoder names the metrics being computed declare (others are refused).
+    """
+
+    def __init__(self, scorer: "Scorer", frames: torch.Tensor, fps: float, *, prompt: str | None = None,
+                 ref_images: Sequence[torch.Tensor] = (), dd_ref: float | None = None, encoders: Sequence[str] = ()):
+        self._scorer = scorer
+        self.frames = frames
+        self.fps = float(fps)
+        self.prompt = prompt
+        self.ref_images = list(ref_images)
+        self.dd_ref = dd_ref
+        self.device = scorer.device
+        self.pair_batch_size = scorer.pair_batch_size
+        self.dd_pad_multiple = scorer.dd_pad_multiple
+        self._encoders = set(encoders)
+        self._ref_key = _content_key(self.ref_images) if self.ref_images else ""
+        self._shared: dict[str, Any] = {}
+        self._values: dict[str, float] = {}
+
+    def missing(self, name: str) -> bool:
+        """True when the optional input ``name`` (``prompt``, ``ref_images``, ``dd_ref``) is absent
+        (a blank prompt counts as absent)."""
+        if name == "prompt":
+            return self.prompt is None or self.prompt.strip() == ""
+        if name == "ref_images":
+            return not self.ref_images
+        if name == "dd_ref":
+            return self.dd_ref is None
+        raise KeyError(f"unknown optional input {name!r}; known: {', '.join(OPTIONAL_INPUTS)}")
+
+    def encoder(self, name: str):
+        if name not in self._encoders:
+            raise KeyError(f"encoder {name!r} is not declared by the metrics being computed ({', '.join(sorted(self._encoders)) or 'none'})")
+        return self._scorer._encoder(name)
+
+    def shared(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self._shared:
+            try:
+                self._shared[key] = compute()
+            except MetricUndefined as exc:
+                self._shared[key] = exc
+        value = self._shared[key]
+        if isinstance(value, MetricUndefined):
+            raise value
+        return value
+
+    def frame_embeddings(self, encoder: str) -> torch.Tensor:
+        enc = self.encoder(encoder)
+        return self.shared(f"{encoder}/frames", lambda: enc.encode_images(self.frames, batch_size=self._scorer.batch_size))
+
+    def ref_embeddings(self, encoder: str) -> torch.Tensor:
+        enc = self.encoder(encoder)
+        cache = self._scorer._ref_embeddings
+        if (encoder, self._ref_key) not in cache:
+            cache[(encoder, self._ref_key)] = enc.encode_images(self.ref_images, batch_size=self._scorer.batch_size)
+        return cache[(encoder, self._ref_key)]
+
+    def text_embedding(self, encoder: str, text: str) -> torch.Tensor:
+        enc = self.encoder(encoder)
+        cache = self._scorer._text_embeddings
+        if (encoder, text) not in cache:
+            cache[(encoder, text)] = enc.encode_text([text])
+        return cache[(encoder, text)]
+
+    def value(self, metric: str) -> float:
+        return self._values.get(metric, math.nan)
+
+
 class Scorer:
     """Scores decoded videos on the requested metrics; loads each needed encoder once.
 
     Args:
         metrics: metric names (see :data:`benchmark.metrics.METRICS`); ``None`` → the seven of
-            Table 1. ``dynamic_degree_vbench`` only when asked for.
+            Table 1. Derived columns (``dynamic_degree_ref``, ``dynamic_degree_delta``) come with
+            their metric.
         weights_dir: folder of real weights laid out by upstream names
             (:func:`benchmark.encoders.resolve_weights`); then the standard caches.
         random_weights: seeded random weights instead (tests, smoke runs; every row says so).
         device: torch device for the encoders (fp32 everywhere).
         dd_pad_multiple: RAFT input padding, 8 (VBench) or 16 (the authors' script).
-        cache_dir: where :meth:`motion_reference_dd` keeps its JSON cache when no file is given.
-        random_arch: with ``random_weights``: ``"full"`` architectures, or ``"small"`` ones of the
-            same families for fast CPU smoke runs.
+        cache_dir: where :meth:`motion_reference_dd` keeps its JSON cache
+            (:func:`motion_reference_cache_file`); None → memory only.
+        random_arch: with ``random_weights``: ``"small"`` same-family encoders (fast on CPU) or the
+            ``"full"`` architectures.
         batch_size: frames per batch through the image encoders.
         pair_batch_size: frame pairs per batch through RAFT and AMT; ``None`` → 1 on CPU (batching
             their full-resolution convolutions is slower there) and 8 on GPU.
 
+    Attributes:
+        metrics: the requested metrics, in column order.
+        columns: the metric columns of every row (``metrics`` plus derived columns).
+        info_columns: the other columns of every row, in order.
+        timings: seconds per metric (its compute entry, including shared work it triggered first),
+            ``decode`` and ``motion_reference``, summed over calls.
+
     Raises:
-        ValueError: unknown metric; ``random_weights`` with ``weights_dir``.
+        ValueError: unknown metric; ``random_weights`` with ``weights_dir``; a bad ``dd_pad_multiple``.
         EncoderWeightsError: real weights requested but not found.
     """
 
     def __init__(
         self,
-        metrics: Sequence[str] | None = None,
+        metrics: Sequence[str] | str | None = None,
         *,
         weights_dir: str | os.PathLike | None = None,
         random_weights: bool = False,
         device: str | torch.device = "cpu",
         dd_pad_multiple: int = 8,
         cache_dir: str | os.PathLike | None = None,
-        random_arch: str = "full",
+        random_arch: str = DEFAULT_RANDOM_ARCH,
         batch_size: int = 32,
         pair_batch_size: int | None = None,
     ):
         if random_weights and weights_dir is not None:
             raise ValueError("random_weights=True and weights_dir are mutually exclusive")
-        if dd_pad_multiple not in (8, 16):
+        if dd_pad_multiple not in DD_PAD_MULTIPLES:
             raise ValueError(f"dd_pad_multiple must be 8 (VBench) or 16 (the authors' script), got {dd_pad_multiple}")
         self.metrics = resolve_metrics(metrics)
+        self.columns = output_columns(self.metrics)
         self.weights_dir = weights_dir
         self.random_weights = bool(random_weights)
         self.random_arch = random_arch
@@ -194,19 +238,21 @@ class Scorer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size = batch_size
         self.pair_batch_size = pair_batch_size or (1 if self.device.type == "cpu" else 8)
-        #: seconds spent per stage (decode, each encoder, temporal_flickering), summed over calls.
         self.timings: dict[str, float] = defaultdict(float)
-        self._refs: dict[tuple[str, str], torch.Tensor] = {}
-        self._texts: dict[str, torch.Tensor] = {}
+        self._ref_embeddings: dict[tuple[str, str], torch.Tensor] = {}
+        self._text_embeddings: dict[tuple[str, str], torch.Tensor] = {}
         self._encoders: dict[str, object] = {}
         self._dd_mem: dict[str, dict] = {}
-        for name in self._needed_encoders(self.metrics):
+        self._needed = self._encoders_of(self.columns)
+        for name in self._needed:
             self._encoder(name)
+        info = [c for m in self.metrics for c in METRICS[m].info]
+        self.info_columns = ["num_frames", "height", "width", "fps", *info, "metric_notes", "score_seconds", *PROVENANCE_COLUMNS]
 
     # -- encoders and provenance --------------------------------------------------------------
 
     @staticmethod
-    def _needed_encoders(metrics: Sequence[str]) -> list[str]:
+    def _encoders_of(metrics: Sequence[str]) -> list[str]:
         needed = {e for m in metrics for e in METRICS[m].encoders}
         return [e for e in ENCODERS if e in needed]
 
@@ -231,21 +277,28 @@ class Scorer:
             "decoder": DECODER,
         }
 
-    # -- cached embeddings --------------------------------------------------------------------
-
-    def _ref_embeddings(self, encoder_name: str, refs: list[torch.Tensor], key: str) -> torch.Tensor:
-        if (encoder_name, key) not in self._refs:
-            t0 = time.perf_counter()
-            self._refs[(encoder_name, key)] = self._encoder(encoder_name).encode_images(refs, batch_size=self.batch_size)
-            self.timings[encoder_name] += time.perf_counter() - t0
-        return self._refs[(encoder_name, key)]
-
-    def _text_embedding(self, prompt: str) -> torch.Tensor:
-        if prompt not in self._texts:
-            self._texts[prompt] = self._encoder("clip_openai").encode_text([prompt])
-        return self._texts[prompt]
-
     # -- scoring ------------------------------------------------------------------------------
+
+    def _compute(self, inputs: VideoInputs, columns: Sequence[str]) -> tuple[dict[str, float], dict[str, str]]:
+        """Each column's value (NaN when undefined) and the reason of each NaN. Requested metrics are
+        computed before the derived columns that read them."""
+        values: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        for name in sorted(columns, key=lambda c: METRICS[c].derived_from is not None):
+            metric = METRICS[name]
+            missing = [OPTIONAL_INPUTS[r] for r in metric.requires if inputs.missing(r)]
+            value = math.nan
+            if missing:
+                notes[name] = missing[0]
+            else:
+                t0 = time.perf_counter()
+                try:
+                    value = float(metric.compute(inputs))
+                except MetricUndefined as exc:
+                    notes[name] = str(exc)
+                self.timings[name] += time.perf_counter() - t0
+            values[name] = inputs._values[name] = value
+        return values, notes
 
     def score(
         self,
@@ -261,127 +314,37 @@ class Scorer:
             frames: uint8 ``(F, H, W, 3)`` (grayscale ``(F, H, W)`` or ``(F, H, W, 1)`` is
                 replicated to RGB).
             fps: frame rate (sets the dynamic-degree sampling step).
-            prompt: the generation prompt, identity token included (cleaned here); None → no CLIP-T.
+            prompt: the generation prompt, identity token included (cleaned by CLIP-T); None → no CLIP-T.
             ref_images: the identity's reference images, uint8 ``(H, W, 3)``; None/empty → no
                 CLIP-I / DINO-I.
             dd_ref: dynamic degree of the reference motion (:meth:`motion_reference_dd`); None →
                 no ``dynamic_degree_ref`` / ``dynamic_degree_delta``.
 
         Returns:
-            A flat dict: the requested metrics (float, NaN when undefined), then
-            ``dynamic_degree_ref``/``dynamic_degree_delta`` when ``dynamic_degree`` is requested,
-            ``num_frames, height, width, fps``, ``metric_notes`` (``"metric: reason; …"``, empty
+            A flat dict: :attr:`columns` (float, NaN when undefined), then :attr:`info_columns`:
+            ``num_frames, height, width, fps``, the metrics' info columns (``dd_interval``,
+            ``dd_pad_multiple``), ``metric_notes`` (``"metric: reason; …"`` in column order, empty
             when none), ``score_seconds`` and the provenance fields.
 
         Raises:
-            MediaError: not a usable video (wrong dtype/shape, no frames).
+            MediaError: not a usable video (wrong dtype/shape, no frames, bad fps).
         """
         t_start = time.perf_counter()
         frames = _as_frames(frames)
         n, h, w = frames.shape[:3]
         if fps is None or not math.isfinite(float(fps)) or fps <= 0:
             raise MediaError(f"fps must be a positive number, got {fps}")
-        want = set(self.metrics)
-        row: dict = {m: math.nan for m in self.metrics}
-        notes: list[str] = []
-
-        def undefined(metric: str, reason: str) -> None:
-            notes.append(f"{metric}: {reason}")
-
-        refs: list[torch.Tensor] = [_as_image(r) for r in (ref_images or [])]
-        ref_key = _content_key(refs) if refs else ""
-        has_prompt = prompt is not None and prompt.strip() != ""
-
-        # CLIP (LAION): CLIP-I and T-Cons share the frame embeddings.
-        if want & {"clip_i", "temporal_consistency"}:
-            t0 = time.perf_counter()
-            emb = self._encoder("clip_laion400m").encode_images(frames, batch_size=self.batch_size)
-            self.timings["clip_laion400m"] += time.perf_counter() - t0
-            if "clip_i" in want:
-                if refs:
-                    row["clip_i"] = clip_i_score(emb, self._ref_embeddings("clip_laion400m", refs, ref_key))
-                else:
-                    undefined("clip_i", "no reference images")
-            if "temporal_consistency" in want:
-                try:
-                    row["temporal_consistency"] = temporal_consistency_score(emb)
-                except MetricUndefined as exc:
-                    undefined("temporal_consistency", str(exc))
-
-        # CLIP (OpenAI): CLIP-T.
-        if "clip_t" in want:
-            if has_prompt:
-                t0 = time.perf_counter()
-                emb = self._encoder("clip_openai").encode_images(frames, batch_size=self.batch_size)
-                row["clip_t"] = clip_t_score(self._text_embedding(clean_prompt(prompt)), emb)
-                self.timings["clip_openai"] += time.perf_counter() - t0
-            else:
-                undefined("clip_t", "no prompt")
-
-        # DINO: DINO-I.
-        if "dino_i" in want:
-            if refs:
-                t0 = time.perf_counter()
-                emb = self._encoder("dino_vits16").encode_images(frames, batch_size=self.batch_size)
-                self.timings["dino_vits16"] += time.perf_counter() - t0
-                row["dino_i"] = dino_i_score(emb, self._ref_embeddings("dino_vits16", refs, ref_key))
-            else:
-                undefined("dino_i", "no reference images")
-
-        # No model: temporal flickering.
-        if "temporal_flickering" in want:
-            t0 = time.perf_counter()
-            try:
-                row["temporal_flickering"] = temporal_flickering_score(frames)
-            except MetricUndefined as exc:
-                undefined("temporal_flickering", str(exc))
-            self.timings["temporal_flickering"] += time.perf_counter() - t0
-
-        # AMT-S: motion smoothness.
-        if "motion_smoothness" in want:
-            t0 = time.perf_counter()
-            try:
-                row["motion_smoothness"] = motion_smoothness_score(
-                    frames, self._encoder("amt_s"), pad_multiple=16, batch_size=self.pair_batch_size, device=self.device
-                )
-            except MetricUndefined as exc:
-                undefined("motion_smoothness", str(exc))
-            self.timings["amt_s"] += time.perf_counter() - t0
-
-        # RAFT: dynamic degree (continuous and VBench's boolean), deviation from the reference.
-        if want & {"dynamic_degree", "dynamic_degree_vbench"}:
-            t0 = time.perf_counter()
-            try:
-                per_pair = self._dd_per_pair(frames, fps)
-                if "dynamic_degree" in want:
-                    row["dynamic_degree"] = float(per_pair.mean())
-                if "dynamic_degree_vbench" in want:
-                    num_sampled = sample_frames(frames, fps).shape[0]
-                    row["dynamic_degree_vbench"] = float(dynamic_degree_vbench(per_pair, num_sampled=num_sampled, height=h, width=w))
-            except MetricUndefined as exc:
-                for m in ("dynamic_degree", "dynamic_degree_vbench"):
-                    if m in want:
-                        undefined(m, str(exc))
-            self.timings["raft_large"] += time.perf_counter() - t0
-        if "dynamic_degree" in want:
-            row["dynamic_degree_ref"] = math.nan if dd_ref is None else float(dd_ref)
-            row["dynamic_degree_delta"] = row["dynamic_degree"] - row["dynamic_degree_ref"]
-            if dd_ref is None:
-                undefined("dynamic_degree_delta", "no reference motion")
-            row["dd_interval"] = sample_interval(fps)
-            row["dd_pad_multiple"] = self.dd_pad_multiple
-
+        refs = [_as_image(r) for r in (ref_images or [])]
+        inputs = VideoInputs(self, frames, fps, prompt=prompt, ref_images=refs, dd_ref=dd_ref, encoders=self._needed)
+        values, notes = self._compute(inputs, self.columns)
+        row: dict = {c: values[c] for c in self.columns}
         row.update(num_frames=int(n), height=int(h), width=int(w), fps=float(fps))
-        row["metric_notes"] = "; ".join(notes)
+        for m in self.metrics:
+            row.update({col: fn(inputs) for col, fn in METRICS[m].info.items()})
+        row["metric_notes"] = "; ".join(f"{c}: {notes[c]}" for c in self.columns if c in notes)
         row["score_seconds"] = time.perf_counter() - t_start
         row.update(self.provenance)
         return row
-
-    def _dd_per_pair(self, frames: torch.Tensor, fps: float) -> torch.Tensor:
-        return dynamic_degree_per_pair(
-            frames, fps, self._encoder("raft_large"), pad_multiple=self.dd_pad_multiple,
-            batch_size=self.pair_batch_size, device=self.device,
-        )
 
     def score_file(
         self,
@@ -417,14 +380,18 @@ class Scorer:
             "decoder": DECODER,
         }
 
-    def motion_reference_dd(self, clip_paths: Sequence[str | os.PathLike], cache_file: str | os.PathLike | None = None) -> float:
-        """Dynamic degree of reference motion clips: the same procedure, averaged over clips.
+    def motion_reference_dd(self, clip_paths: Sequence[str | os.PathLike], *, motion: str | os.PathLike | None = None) -> float:
+        """Dynamic degree of reference motion clips: the ``dynamic_degree`` metric of each whole clip
+        (native resolution and frame rate), averaged over the clips.
 
-        Each clip's value is cached in ``cache_file`` (JSON; default
-        ``cache_dir/motion_refs/<hash of the paths>.json`` when the scorer has a ``cache_dir``,
-        else memory only), keyed by the resolved path, file size, mtime and the settings
-        (RAFT fingerprint, iterations, pad multiple, top fraction, decoder): change any and the
-        clip is recomputed.
+        Each clip's value is cached — in :func:`motion_reference_cache_file` (``cache_dir``,
+        ``motion``) when the scorer has a ``cache_dir``, else in memory — keyed by the resolved
+        path, file size, mtime and the settings (RAFT fingerprint, iterations, pad multiple, top
+        fraction, decoder): change any and the clip is recomputed.
+
+        Args:
+            clip_paths: the motion's clips (:attr:`benchmark.data.MotionFolder.clips`).
+            motion: the motion folder; default the clips' common folder.
 
         Returns:
             Mean dynamic degree over the clips, in pixels.
@@ -437,12 +404,13 @@ class Scorer:
         paths = [Path(p) for p in clip_paths]
         if not paths:
             raise ValueError("motion_reference_dd: no reference clip given")
+        dd = METRICS["dynamic_degree"]
         settings = self._dd_settings()
         skey = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        if cache_file is None and self.cache_dir is not None:
-            digest = hashlib.sha1("\n".join(sorted(str(p.resolve()) for p in paths)).encode()).hexdigest()[:16]
-            cache_file = self.cache_dir / "motion_refs" / f"{digest}.json"
-        cache_path = Path(cache_file) if cache_file is not None else None
+        cache_path = None
+        if self.cache_dir is not None:
+            motion = motion if motion is not None else os.path.commonpath([str(p.resolve().parent) for p in paths])
+            cache_path = motion_reference_cache_file(self.cache_dir, motion)
         entries: dict = {}
         if cache_path is not None and cache_path.is_file():
             try:
@@ -466,14 +434,14 @@ class Scorer:
                 self.timings["decode"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 try:
-                    per_pair = self._dd_per_pair(frames, fps)
+                    value = dd.compute(VideoInputs(self, frames, fps, encoders=dd.encoders))
                 except MetricUndefined as exc:
                     raise MetricUndefined(f"{p}: {exc}") from None
                 finally:
-                    self.timings["raft_large"] += time.perf_counter() - t0
+                    self.timings["motion_reference"] += time.perf_counter() - t0
                 e = {
                     "size": st.st_size, "mtime_ns": st.st_mtime_ns, "settings": skey,
-                    "dynamic_degree": float(per_pair.mean()), "num_frames": int(frames.shape[0]),
+                    "dynamic_degree": float(value), "num_frames": int(frames.shape[0]),
                     "height": int(frames.shape[1]), "width": int(frames.shape[2]), "fps": float(fps),
                 }
                 entries[key] = e

@@ -21,10 +21,9 @@ from typing import Any, Iterator
 import pandas as pd
 
 from dualreal.engine.io import atomic_path, atomic_write_text
-from benchmark.metrics import DEFAULT_METRICS
+from benchmark.metrics import metric_columns
 
 __all__ = [
-    "METRIC_COLUMNS",
     "video_stem",
     "record_path",
     "video_path",
@@ -39,10 +38,6 @@ __all__ = [
 
 #: Formats of :func:`export_records`, chosen by the file's extension.
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
-
-#: Metric columns of a record, in Table 1's order (CSV column names fixed by the metrics issue).
-METRIC_COLUMNS = [*DEFAULT_METRICS, "dynamic_degree_delta"]
-
 
 def video_stem(prompt_index: int, seed: int) -> str:
     """``p003_s42``: the file stem shared by a video, its extras and its record."""
@@ -97,7 +92,8 @@ def iter_records(runs: Path) -> Iterator[dict[str, Any]]:
 
 
 def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
-    """All records under ``runs`` as a DataFrame (one row per video), metric columns always present.
+    """All records under ``runs`` as a DataFrame (one row per video); every metric column of the
+    metric table (:func:`benchmark.metrics.metric_columns`) is present and numeric.
 
     Args:
         runs: a runs folder (``--out`` of ``dualbench run``).
@@ -105,10 +101,11 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
     """
     rows = list(iter_records(runs))
     df = pd.DataFrame(rows)
-    for col in ["method", "case", "prompt", "seed", "status", *METRIC_COLUMNS]:
+    metrics = metric_columns()
+    for col in ["method", "case", "prompt", "seed", "status", *metrics]:
         if col not in df.columns:
-            df[col] = pd.Series(dtype="float64" if col in METRIC_COLUMNS else "object")
-    for col in METRIC_COLUMNS:
+            df[col] = pd.Series(dtype="float64" if col in metrics else "object")
+    for col in metrics:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     if status is not None and len(df):
         df = df[df["status"] == status]

@@ -1,6 +1,10 @@
 """Tables 1–3 of the DualReal paper from a runs folder: aggregation, confidence intervals, rendering.
 
-Aggregation (:func:`aggregate`, METRICS.md "Details"): per method, only records with
+Every column, label, decimal count and direction comes from the metric table
+(:data:`benchmark.metrics.METRICS`): a metric whose record lists table ``n`` in ``tables`` is a
+column of Table ``n``; every metric column of the records is aggregated.
+
+Aggregation (:func:`aggregate`, docs/METRICS.md "Aggregation"): per method, only records with
 ``status == "ok"`` count; each metric is averaged over the videos of a case, then over cases with
 equal weight (a case with more videos does not weigh more). A case without a value for a metric
 (NaN) is left out of that metric's mean only.
@@ -14,17 +18,18 @@ seed, so a row's interval does not change when other methods are added. With few
 there is no interval (NaN).
 
 Marking (:func:`rank_marks`): per column, best in bold and second best underlined, as the paper
-does. All metrics are higher-is-better except Dynamic Degree, where the smallest ``|Δ|`` (Δ = DD −
-DD_ref) is best. Ranks are taken on the *displayed* (rounded) values, so cells that read the same
+does, in the direction of the metric's record; a metric with a ``deviation`` column (Dynamic Degree:
+Δ = DD − DD_ref) is ranked by that column's direction instead (the smallest ``|Δ|`` is best). Ranks are taken on the *displayed* (rounded) values, so cells that read the same
 get the same mark: every row tied for the best value is bold, and the second mark goes to every row
 holding the next distinct value (dense ranking: two tied winners do not use up "second"). NaN cells
 are never marked. With ``--paper`` the paper's rows form a separate group, marked among themselves.
 
-Formats: ``rich`` (terminal), ``markdown`` (``**best**``, ``<u>second</u>``), ``latex`` (booktabs;
-``\\textbf{}``, ``\\underline{}``), ``csv`` (the aggregate, one row per method), and ``html`` (used by
-``dualbench report``). Cells read ``value ±h`` where ``h`` is half the width of the 95 % interval;
-the Dynamic Degree cell reads ``DD (Δ ±h)`` with the interval of Δ. Rows computed with any random
-weights carry a † and a footnote.
+Formats: ``markdown`` (``**best**``, ``<u>second</u>``), ``latex`` (booktabs; ``\\textbf{}``,
+``\\underline{}``), ``csv`` (the aggregate, one row per method), and ``html`` (used by ``dualbench
+report``); the terminal rendering lives with the command (:mod:`benchmark.cli`). Cells read
+``value ±h`` where ``h`` is half the width of the 95 % interval; a cell with a deviation reads
+``value (Δ ±h)`` with the interval of Δ. Rows computed with any random weights carry a † and a
+footnote.
 """
 
 from __future__ import annotations
@@ -37,58 +42,49 @@ import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import typer
 
-from benchmark.store import METRIC_COLUMNS, load_records
+from benchmark.metrics import METRICS, metric_columns, table_metrics
 
 __all__ = [
     "TableFormat",
-    "METRIC_LABELS",
     "TIMING_COLUMNS",
-    "CI_COLUMNS",
-    "AGGREGATE_COLUMNS",
+    "ci_columns",
+    "aggregate_columns",
     "ABLATION_METHODS",
     "aggregate",
     "bootstrap_ci",
     "rank_marks",
     "load_paper_table",
     "table_rows",
+    "check_table_request",
+    "Cell",
+    "Row",
+    "Group",
+    "TableSpec",
     "build_table",
+    "count_text",
     "render",
     "render_table",
-    "table_command",
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
-#: Display name, decimals and direction of each metric column.
-METRIC_LABELS: dict[str, str] = {
-    "clip_t": "CLIP-T",
-    "clip_i": "CLIP-I",
-    "dino_i": "DINO-I",
-    "temporal_consistency": "T.Cons",
-    "temporal_flickering": "T.Flickering",
-    "motion_smoothness": "Motion Smoothness",
-    "dynamic_degree": "Dynamic Degree",
-    "dynamic_degree_delta": "DD Δ",
-}
-DECIMALS: dict[str, int] = {m: 3 for m in METRIC_COLUMNS} | {"dynamic_degree": 2, "dynamic_degree_delta": 2}
 TIMING_COLUMNS = ["fit_seconds", "generate_seconds", "score_seconds"]
-CI_COLUMNS = [f"{m}_ci_{side}" for m in METRIC_COLUMNS for side in ("low", "high")]
-#: Column order of :func:`aggregate` (and of ``--format csv``).
-AGGREGATE_COLUMNS = [
-    "method", "videos", "cases", *METRIC_COLUMNS, *CI_COLUMNS,
-    "dynamic_degree_ref", *TIMING_COLUMNS, "random_weights", "failed",
-]
 
-#: Table 1's columns in the paper's order (note: T.Flickering before T.Cons).
-TABLE1_METRICS = ["clip_t", "clip_i", "dino_i", "temporal_flickering", "temporal_consistency",
-                  "motion_smoothness", "dynamic_degree"]
-ABLATION_TABLE_METRICS = ["clip_t", "clip_i", "dino_i", "dynamic_degree"]
+
+def ci_columns() -> list[str]:
+    """``<metric>_ci_low``, ``<metric>_ci_high`` for every metric column, in column order."""
+    return [f"{m}_ci_{side}" for m in metric_columns() for side in ("low", "high")]
+
+
+def aggregate_columns() -> list[str]:
+    """Column order of :func:`aggregate` (and of ``--format csv``)."""
+    return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *TIMING_COLUMNS, "random_weights", "failed"]
+
 
 #: Table 1 row order of the paper (then other methods alphabetically, then ``dualreal``).
 PAPER_ORDER = ["motionbooth", "lora", "cogvideox", "dreamvideo"]
@@ -109,6 +105,8 @@ PAPER_SOURCE = "Wang et al., DualReal, ICCV 2025 (arXiv 2505.02192)"
 
 
 class TableFormat(str, Enum):
+    """Output formats of ``dualbench table`` (``rich`` is rendered by the command itself)."""
+
     rich = "rich"
     markdown = "markdown"
     latex = "latex"
@@ -177,10 +175,10 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         seed: bootstrap seed (the same for every method).
 
     Returns:
-        A DataFrame with columns :data:`AGGREGATE_COLUMNS`: ``method``, ``videos`` and ``cases``
-        (counted over ``status == "ok"`` records), the metric means, ``<metric>_ci_low`` /
-        ``<metric>_ci_high``, ``dynamic_degree_ref`` (aggregated like a metric), mean timings
-        over ok videos, ``random_weights`` (any record of the method, ok or failed, has
+        A DataFrame with columns :func:`aggregate_columns`: ``method``, ``videos`` and ``cases``
+        (counted over ``status == "ok"`` records), the mean of every metric column
+        (:func:`benchmark.metrics.metric_columns`), ``<metric>_ci_low`` / ``<metric>_ci_high``,
+        mean timings over ok videos, ``random_weights`` (any record of the method, ok or failed, has
         ``random_weights``, ``backbone_random_weights`` or ``metric_random_weights`` true) and
         ``failed`` (records with another status). Methods are sorted by name; a method with only
         failed records has ``videos == 0`` and NaN values.
@@ -189,7 +187,8 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         if col not in df.columns:
             raise ValueError(f"records need a {col!r} column; got {sorted(map(str, df.columns))}")
     df = df.copy()
-    value_cols = [*METRIC_COLUMNS, "dynamic_degree_ref", *TIMING_COLUMNS]
+    metrics = metric_columns()
+    value_cols = [*metrics, *TIMING_COLUMNS]
     for col in value_cols:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
     flags = [c for c in ("random_weights", "backbone_random_weights", "metric_random_weights") if c in df.columns]
@@ -209,20 +208,18 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
             "random_weights": bool(mine["_random"].any()),
             "failed": int(len(mine) - len(good)),
         }
-        per_case = good.groupby("case", sort=True)[[*METRIC_COLUMNS, "dynamic_degree_ref"]].mean()
+        per_case = good.groupby("case", sort=True)[metrics].mean()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             means = per_case.mean(axis=0, skipna=True) if len(per_case) else pd.Series(dtype=float)
-        low, high = bootstrap_ci(per_case[METRIC_COLUMNS].to_numpy(dtype=np.float64).reshape(-1, len(METRIC_COLUMNS)),
-                                 n_boot=n_boot, seed=seed)
-        for i, m in enumerate(METRIC_COLUMNS):
+        low, high = bootstrap_ci(per_case.to_numpy(dtype=np.float64).reshape(-1, len(metrics)), n_boot=n_boot, seed=seed)
+        for i, m in enumerate(metrics):
             row[m] = float(means.get(m, np.nan))
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(low[i]), float(high[i])
-        row["dynamic_degree_ref"] = float(means.get("dynamic_degree_ref", np.nan))
         for t in TIMING_COLUMNS:
             row[t] = float(good[t].mean()) if good[t].notna().any() else np.nan
         rows.append(row)
-    out = pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+    out = pd.DataFrame(rows, columns=aggregate_columns())
     return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "random_weights": "bool"})
 
 
@@ -324,6 +321,7 @@ class Cell:
     delta: float | None = None  # Dynamic Degree: Δ vs the motion reference
     ci_half: float | None = None  # half width of the 95 % interval (of Δ for Dynamic Degree)
     mark: str | None = None  # "best" | "second" | None
+    delta_decimals: int = 2
 
     @property
     def missing(self) -> bool:
@@ -336,7 +334,7 @@ class Cell:
         s = f"{self.value:.{self.decimals}f}"
         ci = f"{pm}{self.ci_half:.{self.decimals}f}" if self.ci_half is not None and math.isfinite(self.ci_half) else ""
         has_delta = self.delta is not None and math.isfinite(self.delta)
-        d = f"{self.delta:+.2f}".replace("-", minus) if has_delta else ""
+        d = f"{self.delta:+.{self.delta_decimals}f}".replace("-", minus) if has_delta else ""
         if two_lines:  # narrow cells for the terminal: value, (Δ), ±h on lines of their own
             return "\n".join(x for x in (s, f"({d})" if has_delta else "", ci) if x)
         if has_delta:
@@ -352,6 +350,14 @@ class Row:
     videos: int | None = None
     random_weights: bool = False
 
+    @property
+    def shown_labels(self) -> list[str]:
+        """The labels as printed: the last one carries † when random weights were involved."""
+        labels = list(self.labels)
+        if self.random_weights:
+            labels[-1] = f"{labels[-1]} {RANDOM_MARK}"
+        return labels
+
 
 @dataclass
 class Group:
@@ -364,8 +370,34 @@ class TableSpec:
     title: str
     label_headers: list[str]
     metric_headers: list[str]
+    metric_arrows: list[str]  # the direction of each metric column ("↑", "|Δ| ↓", …)
     groups: list[Group]
     notes: list[str] = field(default_factory=list)
+
+
+def _arrow(metric: str) -> str:
+    """The header arrow of a metric column: its deviation's rule, else its own direction."""
+    m = METRICS[metric]
+    if m.deviation is not None:
+        return "|Δ| ↓" if METRICS[m.deviation].direction == "zero" else f"Δ {METRICS[m.deviation].arrow}"
+    return {"zero": "|·| ↓"}.get(m.direction, m.arrow)
+
+
+def _rule(metric: str) -> str:
+    """How a column is ranked, for the table's note."""
+    m = METRICS[metric]
+    if m.deviation is not None:
+        return f"{m.label}: smallest |Δ|" if METRICS[m.deviation].direction == "zero" else f"{m.label}: by Δ"
+    return {"higher": "", "lower": f"{m.label}: lower is better", "zero": f"{m.label}: closest to 0",
+            "none": f"{m.label}: not ranked"}[m.direction]
+
+
+def _marks(values: Sequence[float], metric: str) -> list[str | None]:
+    """Best / second marks of a column of values of ``metric`` in its direction (none: no marks)."""
+    m = METRICS[metric]
+    if m.direction == "none":
+        return [None] * len(values)
+    return rank_marks(values, higher_is_better=m.direction == "higher", decimals=m.decimals, by_abs=m.direction == "zero")
 
 
 def _half(low: float, high: float) -> float | None:
@@ -376,18 +408,20 @@ def _half(low: float, high: float) -> float | None:
 
 def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]], *, with_ci: bool,
                random_col: bool) -> list[Row]:
+    def number(r: pd.Series, col: str) -> float:
+        v = r.get(col, np.nan)
+        return float(v) if pd.notna(v) else np.nan
+
     rows: list[Row] = []
     for (_, r), lab in zip(frame.iterrows(), labels):
         cells = []
         for m in metrics:
-            value = float(r.get(m, np.nan)) if pd.notna(r.get(m, np.nan)) else np.nan
-            ci_src = "dynamic_degree_delta" if m == "dynamic_degree" else m
+            info = METRICS[m]
+            dev = info.deviation  # the cell shows the deviation and its interval
+            ci_src = dev or m
             ci = _half(r.get(f"{ci_src}_ci_low", np.nan), r.get(f"{ci_src}_ci_high", np.nan)) if with_ci else None
-            delta = None
-            if m == "dynamic_degree":
-                d = r.get("dynamic_degree_delta", np.nan)
-                delta = float(d) if pd.notna(d) else np.nan
-            cells.append(Cell(value=value, decimals=DECIMALS[m], delta=delta, ci_half=ci))
+            cells.append(Cell(value=number(r, m), decimals=info.decimals, delta=number(r, dev) if dev else None, ci_half=ci,
+                              delta_decimals=METRICS[dev].decimals if dev else 2))
         rnd = bool(r.get("random_weights", False)) if random_col else False
         cases = r.get("cases")
         videos = r.get("videos")
@@ -396,11 +430,11 @@ def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]],
                         videos=int(videos) if pd.notna(videos) else None))
     # marks, per column, within this group
     for j, m in enumerate(metrics):
-        if m == "dynamic_degree":
-            vals = [np.nan if (c := row.cells[j]).missing or c.delta is None else c.delta for row in rows]
-            marks = rank_marks(vals, higher_is_better=False, decimals=2, by_abs=True)
+        dev = METRICS[m].deviation
+        if dev is not None:
+            marks = _marks([np.nan if (c := row.cells[j]).missing or c.delta is None else c.delta for row in rows], dev)
         else:
-            marks = rank_marks([row.cells[j].value for row in rows], decimals=DECIMALS[m])
+            marks = _marks([row.cells[j].value for row in rows], m)
         for row, mark in zip(rows, marks):
             row.cells[j].mark = mark
     return rows
@@ -409,8 +443,8 @@ def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]],
 def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boot: int = 1000,
                 seed: int = 0) -> TableSpec:
     """Table ``table`` from :func:`aggregate`'s output (only that table's methods), plus the paper's rows."""
-    metrics = TABLE1_METRICS if table == 1 else ABLATION_TABLE_METRICS
-    headers = [METRIC_LABELS[m] + (" (Δ)" if m == "dynamic_degree" else "") for m in metrics]
+    metrics = table_metrics(table)
+    headers = [METRICS[m].label + (" (Δ)" if METRICS[m].deviation else "") for m in metrics]
     chosen = table_rows(agg["method"], table)
     by_method = agg.set_index("method")
     ours = by_method.loc[[m for m, _ in chosen]].reset_index() if chosen else agg.iloc[0:0]
@@ -424,13 +458,17 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
     title = {1: "Table 1: comparison with baselines",
              2: "Table 2: ablation of DualReal's components",
              3: "Table 3: number of weight groups n of the StageBlender Controller"}[table]
-    dd_ref = agg.loc[agg["method"].isin([m for m, _ in chosen]), "dynamic_degree_ref"].dropna()
+    deviations = ""
+    for m in (METRICS[m] for m in metrics if METRICS[m].deviation):
+        dev, ref = METRICS[m.deviation], m.reference
+        values = agg.loc[agg["method"].isin([m for m, _ in chosen]), ref].dropna() if ref in agg else pd.Series(dtype=float)
+        deviations += (f"; for {m.label} it is the interval of Δ. Δ = {dev.description}"
+                       + (f" (mean {values.mean():.{METRICS[ref].decimals}f} here)" if len(values) else ""))
+    rules = "; ".join(r for r in map(_rule, metrics) if r)
     notes = [
         "Mean over the videos of each case, then over cases (equal weight). ± is half the width of the "
-        f"95 % bootstrap interval over cases ({n_boot} resamples, seed {seed}); for Dynamic Degree it is "
-        "the interval of Δ. Δ = DD − DD_ref, DD_ref = the case's motion reference clips"
-        + (f" (mean {dd_ref.mean():.2f} here)." if len(dd_ref) else "."),
-        "Bold: best, underlined: second best per column (higher is better; Dynamic Degree: smallest |Δ|), "
+        f"95 % bootstrap interval over cases ({n_boot} resamples, seed {seed}){deviations}.",
+        f"Bold: best, underlined: second best per column (higher is better{'; ' + rules if rules else ''}), "
         "ranked on the displayed values: ties all get the mark, and the next distinct value is second.",
     ]
     if paper:
@@ -444,7 +482,8 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
         notes.append(f"paper: {PAPER_SOURCE}, Table {table} ({subset}); marked among the paper's rows.")
     if any(r.random_weights for g in groups for r in g.rows):
         notes.append(RANDOM_NOTE)
-    return TableSpec(title=title, label_headers=label_headers, metric_headers=headers, groups=groups, notes=notes)
+    return TableSpec(title=title, label_headers=label_headers, metric_headers=headers,
+                     metric_arrows=[_arrow(m) for m in metrics], groups=groups, notes=notes)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -452,14 +491,7 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
 # ------------------------------------------------------------------------------------------------
 
 
-def _labels(row: Row) -> list[str]:
-    labels = list(row.labels)
-    if row.random_weights:
-        labels[-1] = f"{labels[-1]} {RANDOM_MARK}"
-    return labels
-
-
-def _count(v: int | None) -> str:
+def count_text(v: int | None) -> str:
     return "" if v is None else str(v)
 
 
@@ -469,8 +501,7 @@ def _md(s: str) -> str:
 
 
 def render_markdown(spec: TableSpec) -> str:
-    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
-    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, arrow)), "cases", "videos"]
+    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, spec.metric_arrows)), "cases", "videos"]
     head = [_md(h) for h in head]
     lines = [f"**{spec.title}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":--"] * len(spec.label_headers) + ["--:"] * (len(head) - len(spec.label_headers))) + "|"]
@@ -480,8 +511,8 @@ def render_markdown(spec: TableSpec) -> str:
             for c in row.cells:
                 t = _md(c.text())
                 cells.append(f"**{t}**" if c.mark == "best" else f"<u>{t}</u>" if c.mark == "second" else t)
-            labels = [_md(lab) for lab in _labels(row)]
-            lines.append("| " + " | ".join([*labels, *cells, _count(row.cases), _count(row.videos)]) + " |")
+            labels = [_md(lab) for lab in row.shown_labels]
+            lines.append("| " + " | ".join([*labels, *cells, count_text(row.cases), count_text(row.videos)]) + " |")
     lines += ["", "  \n".join(spec.notes)]
     return "\n".join(lines) + "\n"
 
@@ -496,12 +527,15 @@ def _tex(s: str) -> str:
             .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("—", "---").replace("–", "--"))
 
 
+_TEX_ARROWS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "|Δ| ↓": r"$|\Delta|\downarrow$"}
+
+
 def render_latex(spec: TableSpec) -> str:
     n_lab, n_met = len(spec.label_headers), len(spec.metric_headers)
     ncol = n_lab + n_met + 2
-    arrow = [r"$\uparrow$"] * (n_met - 1) + [r"$|\Delta|\downarrow$"]
     head = [_tex(h.capitalize()) for h in spec.label_headers]
-    head += [f"{_tex(h)} {a}" for h, a in zip(spec.metric_headers, arrow)] + ["Cases", "Videos"]
+    head += [f"{_tex(h)} {_TEX_ARROWS.get(a) or _tex(a)}" for h, a in zip(spec.metric_headers, spec.metric_arrows)]
+    head += ["Cases", "Videos"]
     lines = [f"% {spec.title} (dualbench table; requires \\usepackage{{booktabs}})",
              r"\begin{tabular}{" + "l" * n_lab + "c" * n_met + "rr}", r"\toprule", " & ".join(head) + r" \\",
              r"\midrule"]
@@ -513,7 +547,7 @@ def render_latex(spec: TableSpec) -> str:
             for c in row.cells:
                 t = _tex(c.text(minus="−", pm="±")).replace("±", r"$\pm$")
                 cells.append(rf"\textbf{{{t}}}" if c.mark == "best" else rf"\underline{{{t}}}" if c.mark == "second" else t)
-            lines.append(" & ".join([*map(_tex, _labels(row)), *cells, _count(row.cases), _count(row.videos)]) + r" \\")
+            lines.append(" & ".join([*map(_tex, row.shown_labels), *cells, count_text(row.cases), count_text(row.videos)]) + r" \\")
     lines.append(r"\bottomrule")
     if any(r.random_weights for g in spec.groups for r in g.rows):
         lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {_tex(RANDOM_NOTE)}}} \\")
@@ -525,19 +559,18 @@ def render_latex(spec: TableSpec) -> str:
 def render_html(spec: TableSpec) -> str:
     """An HTML ``<table class="results">`` (``<b>`` best, ``<u>`` second) with the notes below it."""
     e = html.escape
-    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
-    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, arrow)), "cases", "videos"]
+    head = [*spec.label_headers, *(f"{h} {a}" for h, a in zip(spec.metric_headers, spec.metric_arrows)), "cases", "videos"]
     out = [f'<table class="results"><caption>{e(spec.title)}</caption>',
            "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead>"]
     for g in spec.groups:
         out.append(f'<tbody class="{e(g.name)}">')
         for row in g.rows:
-            tds = [f'<th scope="row">{e(lab)}</th>' for lab in _labels(row)]
+            tds = [f'<th scope="row">{e(lab)}</th>' for lab in row.shown_labels]
             for c in row.cells:
                 t = e(c.text())
                 t = f"<b>{t}</b>" if c.mark == "best" else f"<u>{t}</u>" if c.mark == "second" else t
                 tds.append(f"<td>{t}</td>")
-            tds += [f"<td>{_count(row.cases)}</td>", f"<td>{_count(row.videos)}</td>"]
+            tds += [f"<td>{count_text(row.cases)}</td>", f"<td>{count_text(row.videos)}</td>"]
             cls = ' class="random"' if row.random_weights else ""
             out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
         out.append("</tbody>")
@@ -546,35 +579,8 @@ def render_html(spec: TableSpec) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_rich(spec: TableSpec):
-    """A :class:`rich.table.Table` (bold best, underlined second) with the notes as caption."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    arrow = ["↑"] * (len(spec.metric_headers) - 1) + ["|Δ| ↓"]
-    t = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left", box=box.SIMPLE_HEAD,
-              padding=(0, 1), pad_edge=False, show_edge=False)
-    for h in spec.label_headers:
-        t.add_column(h, no_wrap=True)
-    for j, (h, a) in enumerate(zip(spec.metric_headers, arrow)):
-        lines = [ln for g in spec.groups for r in g.rows for ln in r.cells[j].text(two_lines=True).split("\n")]
-        t.add_column(f"{h}\n{a}", justify="right", min_width=max(map(len, lines), default=1))
-    t.add_column("cases/\nvideos", justify="right")
-    for gi, g in enumerate(spec.groups):
-        for ri, row in enumerate(g.rows):
-            cells = [Text(c.text(two_lines=True), style="bold" if c.mark == "best" else "underline" if c.mark == "second" else "")
-                     for c in row.cells]
-            style = "dim" if g.name == "paper" else None
-            labels = [lab.replace(" (paper)", "\n(paper)") for lab in _labels(row)]
-            counts = f"{_count(row.cases)}/{_count(row.videos) or '?'}"
-            t.add_row(*labels, *cells, counts, style=style,
-                      end_section=(ri == len(g.rows) - 1 and gi < len(spec.groups) - 1))
-    return t
-
-
 def _csv(agg: pd.DataFrame, table: int, paper: bool) -> str:
-    """The aggregate's rows of ``table`` (columns :data:`AGGREGATE_COLUMNS`; Tables 2–3 add ``setting``;
+    """The aggregate's rows of ``table`` (columns :func:`aggregate_columns`; Tables 2–3 add ``setting``;
     ``paper`` adds the paper's rows and a ``source`` column, ``ours`` or ``paper``)."""
     chosen = table_rows(agg["method"], table)
     ours = agg.set_index("method").loc[[m for m, _ in chosen]].reset_index() if chosen else agg.iloc[0:0].copy()
@@ -592,7 +598,11 @@ def _csv(agg: pd.DataFrame, table: int, paper: bool) -> str:
 
 
 def render(spec: TableSpec, format: TableFormat | str) -> str:
-    """Render a :class:`TableSpec` as markdown, latex, html or rich (ANSI-styled text)."""
+    """Render a :class:`TableSpec` as markdown, latex or html.
+
+    Raises:
+        ValueError: ``csv`` (use :func:`render_table`) or ``rich`` (rendered by ``dualbench table``).
+    """
     fmt = TableFormat(format)
     if fmt is TableFormat.markdown:
         return render_markdown(spec)
@@ -600,18 +610,12 @@ def render(spec: TableSpec, format: TableFormat | str) -> str:
         return render_latex(spec)
     if fmt is TableFormat.html:
         return render_html(spec)
-    if fmt is TableFormat.rich:
-        from rich.console import Console
-
-        console = Console(file=io.StringIO(), width=220, force_terminal=True, color_system="standard")
-        console.print(render_rich(spec))
-        return console.file.getvalue()
-    raise ValueError(f"render: use render_table for {fmt.value}")
+    raise ValueError(f"render: {fmt.value} is not a text format here (csv: render_table; rich: dualbench table)")
 
 
 def render_table(records: pd.DataFrame, *, table: int = 1, format: TableFormat | str = "markdown",
                  paper: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
-    """Records → aggregated Table ``table`` as text in ``format`` (markdown, latex, csv, html, rich)."""
+    """Records → aggregated Table ``table`` as text in ``format`` (markdown, latex, csv, html)."""
     fmt = TableFormat(format)
     agg = aggregate(records, n_boot=n_boot, seed=seed)
     if fmt is TableFormat.csv:
@@ -619,85 +623,11 @@ def render_table(records: pd.DataFrame, *, table: int = 1, format: TableFormat |
     return render(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed), fmt)
 
 
-# ------------------------------------------------------------------------------------------------
-# 7. The command: `dualbench table`
-# ------------------------------------------------------------------------------------------------
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-def table_command(
-    runs: Annotated[Path, typer.Option(
-        "--runs", help="Runs folder written by `dualbench run --out` (records under "
-        "<runs>/<method>/<case>/records/). Example: --runs runs/smoke")] = Path("runs"),
-    table: Annotated[int, typer.Option(
-        "--table", min=1, max=3, help="Which paper table: 1 = methods vs baselines; 2 = component "
-        "ablation (dualreal, dualreal-no-joint, dualreal-no-controller, dualreal-no-mask); 3 = weight "
-        "groups (dualreal-groups-N, dualreal). Example: --table 2")] = 1,
-    format: Annotated[TableFormat, typer.Option(
-        "--format", "-f", case_sensitive=False, help="Output format: rich (terminal), markdown, latex "
-        "(booktabs), csv (one row per method, all columns), html. Example: --format markdown")] = "rich",
-    paper: Annotated[bool, typer.Option(
-        "--paper", help="Also print the paper's rows (labelled 'paper') below ours. "
-        "Example: --paper --format markdown")] = False,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Write the table to this file instead of the terminal. "
-        "Example: --out results/table1.tex")] = None,
-    n_boot: Annotated[int, typer.Option(
-        "--n-boot", min=0, help="Bootstrap resamples for the 95 % intervals (0: none). "
-        "Example: --n-boot 10000")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed. Example: --seed 1")] = 0,
-) -> None:
-    """Print Table 1, 2 or 3 of the DualReal paper from a runs folder.
-
-    Values are averaged per case, then over cases; each cell shows the mean and ± half the 95 %
-    bootstrap interval over cases; best is bold and second best underlined; rows computed with
-    random weights carry a †.
-
-    Examples:
-
-        dualbench table --runs runs
-
-        dualbench table --runs runs --paper --format markdown
-
-        dualbench table --runs runs --table 2 --format latex --out table2.tex
-
-        dualbench table --runs runs --format csv > table1.csv
-    """
-    fmt = TableFormat(format)
-    runs = Path(runs)
-    if not runs.is_dir():
-        _fail(f"no runs folder at {runs}; create one with `dualbench run --out {runs} ...`")
-    try:
-        records = load_records(runs)
-    except ValueError as exc:
-        _fail(str(exc))
-    if records.empty:
-        _fail(f"no records under {runs} (expected {runs}/<method>/<case>/records/*.json); "
-              f"run `dualbench run --out {runs} ...` first")
+def check_table_request(records: pd.DataFrame, table: int) -> None:
+    """Raise ``ValueError`` naming what is missing when ``records`` hold no method of Table ``table``."""
     methods = sorted(records["method"].dropna().unique())
     if not table_rows(methods, table):
         need = {1: "a method other than the ablation variants",
                 2: "dualreal, dualreal-no-joint, dualreal-no-controller or dualreal-no-mask",
                 3: "dualreal-groups-<n> or dualreal"}[table]
-        _fail(f"Table {table} needs runs of {need}; {runs} has: {', '.join(methods)}")
-    if fmt is TableFormat.rich and out is None:
-        from rich.console import Console
-
-        agg = aggregate(records, n_boot=n_boot, seed=seed)
-        console = Console()
-        if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
-            console = Console(width=160)
-        console.print(render_rich(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed)))
-        return
-    text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
+        raise ValueError(f"Table {table} needs runs of {need}; the runs have: {', '.join(methods)}")

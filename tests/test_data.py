@@ -11,6 +11,7 @@ import pytest
 from benchmark.data import (
     DataError,
     class_word_from_name,
+    list_identity_images,
     load_identity,
     load_motion,
     motion_prompt_from_name,
@@ -77,6 +78,30 @@ def test_identity_uppercase_extension_and_top_level(make_identity):
     assert [p.name for p in ident.images] == ["00.JPG", "01.JPG"]
     assert ident.class_word == "cat" and ident.prompts == ["cat *", "cat *"]
     assert ident.eval_prompts == []
+
+
+def test_one_lister_for_training_images_and_scoring_references(make_identity):
+    """The images a method trains on are the CLIP-I / DINO-I references of `run` and of
+    `eval --refs`: one lister, one extension set (webp and bmp included), natural order."""
+    from PIL import Image
+
+    from benchmark.grid import reference_images
+
+    folder = make_identity("dog", n=2, ext=".png")
+    images = folder / "images"
+    for name in ("10.webp", "2.BMP", "3.jpeg"):
+        Image.new("RGB", (6, 4), (10, 20, 30)).save(images / name)
+    (images / "notes.txt").write_text("x")
+    (images / ".hidden.png").write_bytes(b"x")
+    listed = list_identity_images(folder)
+    assert [p.name for p in listed] == ["00.png", "01.png", "2.BMP", "3.jpeg", "10.webp"]
+    (folder / "prompts.txt").write_text("dog *\n", encoding="utf-8")
+    assert load_identity(folder).images == listed == list_identity_images(images.parent)
+    refs = reference_images(folder)
+    assert [tuple(r.shape) for r in refs] == [(24, 36, 3), (24, 36, 3), (4, 6, 3), (4, 6, 3), (4, 6, 3)]
+    (images / "nothing").mkdir()
+    with pytest.raises(DataError, match="nothing: no images"):
+        reference_images(images / "nothing")
 
 
 def test_identity_class_word_sources(make_identity):

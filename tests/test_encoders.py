@@ -160,9 +160,9 @@ def test_dino_folder_and_preprocessing(tmp_path):
     from PIL import Image
     from transformers import ViTModel
 
-    from benchmark.encoders import _dino_config
+    from benchmark.encoders.dino import dino_config
 
-    ref = ViTModel(_dino_config("small"), add_pooling_layer=False).eval()
+    ref = ViTModel(dino_config("small"), add_pooling_layer=False).eval()
     folder = tmp_path / "facebook" / "dino-vits16"
     ref.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(

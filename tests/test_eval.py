@@ -11,24 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from benchmark.store import export_records
+from benchmark.cli import app
 from benchmark.evaluate import (
     collect_videos,
-    eval_command,
     evaluate_paths,
     load_prompts,
     prompt_from_filename,
     summarize,
 )
 from benchmark.media import write_video
+from benchmark.scorer import Scorer
+from benchmark.store import export_records
 
 SMALL = dict(random_weights=True, random_arch="small")
-
-
-
 
 def _frames(n, h=130, w=150, seed=0):
     g = np.random.default_rng(seed)
@@ -80,9 +77,9 @@ def test_evaluate_paths_scores_the_good_and_reports_the_bad(folder):
         [folder], prompts={"b": "dog * in the snow", "gray.mkv": "a gradient"}, use_filename_prompts=True,
         refs=refs, metrics=None, **SMALL,
     )
-    assert list(df.columns[:10]) == [
-        "video", "clip_t", "clip_i", "dino_i", "temporal_consistency", "temporal_flickering", "motion_smoothness",
-        "dynamic_degree", "dynamic_degree_ref", "dynamic_degree_delta",
+    assert list(df.columns[:13]) == [
+        "video", "clip_t", "clip_i", "dino_i", "temporal_flickering", "temporal_consistency", "motion_smoothness",
+        "dynamic_degree", "dynamic_degree_ref", "dynamic_degree_delta", "status", "error", "prompt",
     ]
     rows = {Path(v).name: r for v, r in zip(df["video"], df.to_dict("records"))}
     assert rows["broken.mp4"]["status"] == "failed" and "broken.mp4: not a readable video" in rows["broken.mp4"]["error"]
@@ -106,14 +103,36 @@ def test_evaluate_paths_scores_the_good_and_reports_the_bad(folder):
 
 
 def test_motion_refs_give_a_delta(folder, tmp_path):
-    refs_dir = tmp_path / "motion"
+    """--motion-refs lists the motion folder as `run` does (videos.txt order, here a plain folder of
+    clips) and caches under the same rule: <cache_dir>/motion_refs/<motion>.json."""
+    refs_dir = tmp_path / "PlayingCello"
     refs_dir.mkdir()
-    for i in range(2):
-        write_video(refs_dir / f"r{i}.mp4", _frames(3, seed=10 + i), fps=8)
+    clips = [write_video(refs_dir / f"r{i}.mp4", _frames(3, seed=10 + i), fps=8) for i in range(2)]
+    (refs_dir / "notes.txt").write_text("not a clip")
     df = evaluate_paths([folder / "b.mp4"], motion_refs=refs_dir, metrics="dynamic_degree", cache_dir=tmp_path / "cache", **SMALL)
     r = df.iloc[0]
-    assert np.isfinite(r["dynamic_degree_ref"]) and r["dynamic_degree_delta"] == pytest.approx(r["dynamic_degree"] - r["dynamic_degree_ref"])
-    assert len(list((tmp_path / "cache" / "motion_refs").glob("*.json"))) == 1
+    per_clip = Scorer(["dynamic_degree"], **SMALL)
+    expected = np.mean([per_clip.score_file(c)["dynamic_degree"] for c in clips])
+    assert r["dynamic_degree_ref"] == pytest.approx(expected, rel=1e-9)
+    assert r["dynamic_degree_delta"] == pytest.approx(r["dynamic_degree"] - expected)
+    assert [p.name for p in (tmp_path / "cache" / "motion_refs").iterdir()] == ["PlayingCello.json"]
+
+
+def test_refs_folder_is_listed_as_run_lists_it(folder, tmp_path, make_identity):
+    """--refs takes the identity's images with the lister of `run` (every image extension, images/)."""
+    from PIL import Image
+
+    ident = make_identity("dog", n=2)
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(ident / "images" / "02.webp")
+    Image.fromarray(np.full((20, 30, 3), 30, np.uint8)).save(ident / "images" / "03.BMP")
+    from benchmark.grid import reference_images
+
+    refs = reference_images(ident)
+    assert len(refs) == 4
+    by_folder = evaluate_paths([folder / "b.mp4"], refs=ident, metrics="clip_i", **SMALL)
+    by_tensors = evaluate_paths([folder / "b.mp4"], refs=refs, metrics="clip_i", **SMALL)
+    without_new = evaluate_paths([folder / "b.mp4"], refs=refs[:2], metrics="clip_i", **SMALL)
+    assert by_folder["clip_i"].iloc[0] == by_tensors["clip_i"].iloc[0] != without_new["clip_i"].iloc[0]
 
 
 def test_prompt_files(tmp_path):
@@ -143,23 +162,12 @@ def test_write_results_round_trip(tmp_path, ext):
         export_records(df, tmp_path / "rows.xlsx")
 
 
-def _app():
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-
-    @app.command("noop")
-    def _noop():  # a second command keeps "eval" a subcommand, as in dualbench
-        pass
-
-    return app
-
-
 def test_cli_exit_codes_and_output(folder, tmp_path, monkeypatch):
     for var in ("HF_HUB_CACHE", "TORCH_HOME", "VBENCH_CACHE_DIR"):  # no real weights anywhere
         monkeypatch.setenv(var, str(tmp_path / "no-cache"))
     runner = CliRunner()
     out = tmp_path / "rows.csv"
-    res = runner.invoke(_app(), ["eval", str(folder), "--metrics", "temporal_flickering,motion_smoothness",
+    res = runner.invoke(app, ["eval", str(folder), "--metrics", "temporal_flickering,motion_smoothness",
                                  "--random-weights", "--random-arch", "small", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "broken.mp4" in res.output and "failed" in res.output and "mean (5 ok of 7)" in res.output
@@ -167,11 +175,11 @@ def test_cli_exit_codes_and_output(folder, tmp_path, monkeypatch):
     rows = pd.read_csv(out)
     assert list(rows.columns[:3]) == ["video", "temporal_flickering", "motion_smoothness"] and len(rows) == 7
 
-    all_bad = runner.invoke(_app(), ["eval", str(folder / "broken.mp4"), str(folder / "empty.mp4"), "--metrics", "temporal_flickering"])
+    all_bad = runner.invoke(app, ["eval", str(folder / "broken.mp4"), str(folder / "empty.mp4"), "--metrics", "temporal_flickering"])
     assert all_bad.exit_code == 1, all_bad.output
-    assert runner.invoke(_app(), ["eval", str(folder), "--out", str(tmp_path / "x.txt")]).exit_code == 2
-    both = runner.invoke(_app(), ["eval", str(folder), "--random-weights", "--weights-dir", str(tmp_path)])
+    assert runner.invoke(app, ["eval", str(folder), "--out", str(tmp_path / "x.txt")]).exit_code == 2
+    both = runner.invoke(app, ["eval", str(folder), "--random-weights", "--weights-dir", str(tmp_path)])
     assert both.exit_code == 2 and "mutually exclusive" in both.output
-    assert runner.invoke(_app(), ["eval", str(folder), "--metrics", "fvd", "--random-weights"]).exit_code == 2
-    missing = runner.invoke(_app(), ["eval", str(folder), "--metrics", "motion_smoothness", "--weights-dir", str(tmp_path)])
+    assert runner.invoke(app, ["eval", str(folder), "--metrics", "fvd", "--random-weights"]).exit_code == 2
+    missing = runner.invoke(app, ["eval", str(folder), "--metrics", "motion_smoothness", "--weights-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "amt-s.pth" in missing.output

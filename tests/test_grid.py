@@ -18,7 +18,7 @@ from benchmark.grid import (
     list_grids,
     load_grid,
 )
-from benchmark.media import read_video
+from benchmark.media import read_video, resize_center_crop
 from dualreal.engine.protocol import CaseData
 
 # ---------------------------------------------------------------------------------- built-ins
@@ -285,10 +285,17 @@ def test_filter_unknown_name_lists_close_names(fifty):
 
 def test_decode_case_real_dualreal50(fifty):
     (case,) = filter_cases(fifty, names=["plushie_panda__*"])  # PNG identity (RGBA) + a UCF motion
-    data = decode_case(case, num_frames=9, height=64, width=96)
+    decoded = decode_case(case, num_frames=9, height=64, width=96)
+    data = decoded.data
     assert isinstance(data, CaseData) and data.name == case.name and data.class_word == case.class_word
     n_images = len(list((case.identity / "images").iterdir()))
     assert len(data.identity_images) == n_images == len(data.identity_prompts)
+    # the scoring references: the same files at native resolution (720x480 crops), decoded once
+    assert len(decoded.reference_images) == n_images
+    assert all(r.shape == (480, 720, 3) for r in decoded.reference_images)
+    assert torch.equal(resize_center_crop(decoded.reference_images[1], 64, 96), data.identity_images[1])
+    # every clip of the motion folder is the motion reference, in videos.txt order
+    assert [p.name for p in decoded.motion_clips] == [Path(line).name for line in (case.motion / "videos.txt").read_text().split()]
     assert all(t.shape == (64, 96, 3) and t.dtype == torch.uint8 for t in data.identity_images)
     assert len(data.motion_clips) == 6 == len(data.motion_prompts)
     assert all(c.shape == (9, 64, 96, 3) and c.dtype == torch.uint8 for c in data.motion_clips)
@@ -298,15 +305,17 @@ def test_decode_case_real_dualreal50(fifty):
 
 def test_decode_case_sports_clip_max_clips(fifty):
     (case,) = filter_cases(fifty, names=["dog13__Lifting"])  # .jpeg identity, UCF Sports 720-wide clips
-    data = decode_case(case, num_frames=5, height=32, width=48, max_clips=2)
+    decoded = decode_case(case, num_frames=5, height=32, width=48, max_clips=2)
+    data = decoded.data
     assert len(data.motion_clips) == 2 == len(data.motion_prompts)
+    assert len(decoded.motion_clips) == 6  # max_clips limits training, not the motion reference
     assert data.motion_clips[0].shape == (5, 32, 48, 3)
     assert data.motion_prompts == ["a person is lifting"] * 2
 
 
 def test_decode_case_smoke():
     (case,) = load_grid("smoke")
-    data = decode_case(case, num_frames=49, height=48, width=64)
+    data = decode_case(case, num_frames=49, height=48, width=64).data
     # the sample clips have 33, 37 and 21 frames: each gives its longest 4k+1 prefix
     assert [c.shape[0] for c in data.motion_clips] == [33, 37, 21]
     assert len(data.identity_images) == 5 and data.identity_prompts == ["dog *"] * 5

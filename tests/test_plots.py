@@ -11,13 +11,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from benchmark.cli import app
 from benchmark.plots import (
+    bar_metrics,
     dd_by_motion,
     load_controller_traces,
     plot_controller_traces,
     plot_dd_vs_ref,
     plot_metric_bars,
-    plots_command,
     read_controller_trace,
 )
 from benchmark.store import load_records, write_json, write_record
@@ -147,22 +148,34 @@ def test_dd_by_motion_by_hand_and_plot(tmp_path):
 
 
 def test_plots_command_makes_every_plot(tmp_path):
-    import typer
-
+    """`dualbench plots` through the real command line: every figure, one line per file."""
     _records(tmp_path)
     write_trace(tmp_path / "runs", "dualreal", "dog__Biking", "p000_s42", [[0.1, 0.1]] * 4)
-    app = typer.Typer()
-    app.command("plots")(plots_command)
-    app.command("unused")(lambda: None)
     res = CliRunner().invoke(app, ["plots", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "cli")])
     assert res.exit_code == 0, res.output
     made = sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert made == ["controller_dualreal.png", "controller_dualreal.svg", "dd_vs_ref.png", "dd_vs_ref.svg",
                     "metrics.png", "metrics.svg"]
-    assert res.output.count("\n") == 6  # one line per file
+    assert sorted(res.output.splitlines()) == sorted(
+        f"{kind}: {tmp_path / 'cli' / name}" for kind, name in [
+            ("controller", "controller_dualreal.png"), ("controller", "controller_dualreal.svg"),
+            ("dd_vs_ref", "dd_vs_ref.png"), ("dd_vs_ref", "dd_vs_ref.svg"), ("metrics", "metrics.png"), ("metrics", "metrics.svg")])
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["plots", "--runs", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no records" in res.output
+    assert "plots" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_metric_panels_follow_the_metric_table(tmp_path):
+    """One panel per Table 1 metric, each deviation column right after its metric; titles are the
+    records' labels (→ 0 for the deviation, which gets a zero line)."""
+    assert bar_metrics() == ["clip_t", "clip_i", "dino_i", "temporal_flickering", "temporal_consistency",
+                             "motion_smoothness", "dynamic_degree", "dynamic_degree_delta"]
+    agg = aggregate(_records(tmp_path), n_boot=50)
+    files = plot_metric_bars(agg, tmp_path / "plots")
+    svg = files[1].read_text(encoding="utf-8")
+    for title in ("CLIP-T", "T.Flickering", "Motion Smoothness", "Dynamic Degree", "DD Δ (→ 0)"):
+        assert f">{title}<" in svg, title
 
 
 def test_trace_with_guidance_branches_uses_the_conditional_one(tmp_path):

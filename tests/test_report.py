@@ -16,12 +16,12 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from benchmark.cli import app
 from benchmark.media import write_video
-from benchmark.report import build_report, report_command
+from benchmark.report import build_report
 from benchmark.store import write_json, write_record
 
 METHODS = [("cogvideox", True), ("dualreal", False)]
@@ -128,9 +128,6 @@ def test_report_rebuild_is_idempotent(report: Path):
 
 
 def test_report_command_empty_runs_fails(tmp_path):
-    app = typer.Typer()
-    app.command("report")(report_command)
-    app.command("unused")(lambda: None)
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 1 and "no records under" in res.output

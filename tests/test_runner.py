@@ -158,3 +158,19 @@ def test_same_command_same_videos(tmp_path):
     assert a["frames_sha256"] == b["frames_sha256"]
     for m in ("clip_t", "clip_i", "temporal_flickering", "temporal_consistency"):
         assert a[m] == b[m] and a[m] == a[m], m  # equal and not NaN
+
+
+def test_a_scored_case_decodes_each_identity_image_once(tmp_path, monkeypatch):
+    """decode_case hands the run everything: the native identity images serve as the CLIP-I
+    references (no second read of the identity folder's files)."""
+    import PIL.Image
+
+    opened = collections.Counter()
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **kw: opened.update([Path(fp).name]) or real_open(fp, *a, **kw))
+    grid = _grid(tmp_path, n_cases=1, n_prompts=1)
+    cfg = RunConfig(method="cogvideox", grid=str(grid), out=tmp_path / "runs", num_inference_steps=2, metrics=["clip_i"])
+    assert run(cfg, log=lambda m: None).done == 1
+    images = sorted(p.name for p in (SAMPLE_DIR / "identity" / "dog" / "images").iterdir())
+    assert {n: c for n, c in opened.items() if n in images} == {n: 1 for n in images}
+    assert load_records(tmp_path / "runs")["clip_i"].notna().all()

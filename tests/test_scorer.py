@@ -1,5 +1,5 @@
 """The one scorer: same numbers as the formulas on the same encoders, missing inputs and short or
-small videos give NaN with a reason, models load once, caches hold."""
+small videos give NaN with a reason, models load once, caches hold, shared work is done once."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+import benchmark.metrics as metrics_mod
 import benchmark.scorer as scorer_mod
 from benchmark.media import MediaError, read_video, write_video
-from benchmark.metrics import DEFAULT_METRICS
+from benchmark.metrics import default_metrics, output_columns, resolve_metrics
 from benchmark.metrics.clip_t import clean_prompt
-from benchmark.metrics.dynamic_degree import dynamic_degree_per_pair
+from benchmark.metrics.dynamic_degree import dynamic_degree_per_pair, dynamic_degree_vbench
 from benchmark.metrics.motion_smoothness import motion_smoothness_score
 from benchmark.metrics.temporal_flickering import temporal_flickering_score
-from benchmark.scorer import Scorer, reference_images, resolve_metrics
+from benchmark.scorer import Scorer, motion_reference_cache_file
 
-ALL = [*DEFAULT_METRICS, "dynamic_degree_vbench"]
-
-
+ALL = [*default_metrics(), "dynamic_degree_vbench"]
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +61,38 @@ def test_scores_equal_independent_computations(scorer):
     per_pair = dynamic_degree_per_pair(frames, 8.0, enc("raft_large"), batch_size=1)
     assert row["dynamic_degree"] == pytest.approx(float(per_pair.mean()), rel=1e-5)
     assert row["dynamic_degree_ref"] == 2.5 and row["dynamic_degree_delta"] == pytest.approx(row["dynamic_degree"] - 2.5)
-    assert row["dynamic_degree_vbench"] in (0.0, 1.0)
+    # VBench's boolean from the same flow magnitudes: 9 frames at 8 fps are all sampled.
+    assert row["dynamic_degree_vbench"] == float(dynamic_degree_vbench(per_pair, num_sampled=9, height=130, width=150))
     assert (row["num_frames"], row["height"], row["width"], row["fps"], row["dd_interval"]) == (9, 130, 150, 8.0, 1)
     assert row["metric_notes"] == ""
     assert row["metric_random_weights"] is True
     assert [p.split("=")[0] for p in row["metric_weights"].split(";")] == ["clip_openai", "clip_laion400m", "dino_vits16", "raft_large", "amt_s"]
     assert all("random-small" in p for p in row["metric_weights"].split(";"))
     assert row["decoder"].startswith("pyav-")
-    assert list(row)[: len(ALL)] == ALL
+    assert scorer.columns == output_columns(ALL) and list(row)[: len(scorer.columns)] == scorer.columns
+    assert list(row)[len(scorer.columns):] == scorer.info_columns
+
+
+def test_shared_work_is_done_once_per_video(scorer, monkeypatch):
+    """One LAION-CLIP pass feeds CLIP-I and T-Cons; one RAFT pass feeds both dynamic-degree columns."""
+    laion = scorer._encoder("clip_laion400m")
+    batches = []
+    original = laion.encode_images
+    monkeypatch.setattr(laion, "encode_images", lambda imgs, **kw: batches.append(len(imgs)) or original(imgs, **kw))
+    flows = []
+    real = metrics_mod.dynamic_degree_per_pair
+    monkeypatch.setattr(metrics_mod, "dynamic_degree_per_pair", lambda *a, **kw: flows.append(1) or real(*a, **kw))
+    refs = [_video(1, 90, 90, seed=11)[0]]
+    scorer.score(_video(5, seed=3), 8.0, ref_images=refs)
+    assert batches == [5, 1] and flows == [1]  # frames once (the refs once, for CLIP-I), RAFT once
 
 
 def test_missing_inputs_give_nan_with_a_reason(scorer):
     row = scorer.score(_video(), 8.0)
     for m in ("clip_t", "clip_i", "dino_i", "dynamic_degree_ref", "dynamic_degree_delta"):
         assert math.isnan(row[m]), m
-    assert row["metric_notes"] == "clip_i: no reference images; clip_t: no prompt; dino_i: no reference images; dynamic_degree_delta: no reference motion"
+    assert row["metric_notes"] == ("clip_t: no prompt; clip_i: no reference images; dino_i: no reference images; "
+                                   "dynamic_degree_ref: no reference motion; dynamic_degree_delta: no reference motion")
     assert not math.isnan(row["temporal_flickering"]) and not math.isnan(row["dynamic_degree"])
 
 
@@ -138,6 +154,8 @@ def test_metric_names_are_checked():
     assert resolve_metrics("dynamic_degree, clip_t") == ["clip_t", "dynamic_degree"]  # table order
     with pytest.raises(ValueError, match=r"unknown metric 'clip_s' \(did you mean clip_t"):
         resolve_metrics(["clip_s"])
+    with pytest.raises(ValueError, match="dynamic_degree_delta is computed with dynamic_degree"):
+        Scorer(["dynamic_degree_delta"], random_weights=True)
     with pytest.raises(ValueError, match="mutually exclusive"):
         Scorer(["temporal_flickering"], random_weights=True, weights_dir=".")
     with pytest.raises(ValueError, match="dd_pad_multiple must be 8"):
@@ -172,43 +190,41 @@ def test_score_file_decodes_once(scorer, tmp_path, monkeypatch):
 
 
 def test_motion_reference_dd_is_cached_on_disk(scorer, tmp_path, monkeypatch):
-    clips = [write_video(tmp_path / f"ref{i}.mp4", _video(5, seed=i), fps=8) for i in range(2)]
-    cache = tmp_path / "motion_refs" / "m.json"
+    clips = [write_video(tmp_path / "walking" / f"ref{i}.mp4", _video(5, seed=i), fps=8) for i in range(2)]
     per_clip = [scorer.score_file(c)["dynamic_degree"] for c in clips]
-    assert scorer.motion_reference_dd(clips, cache_file=cache) == pytest.approx(np.mean(per_clip))
+    cached = Scorer(["dynamic_degree"], random_weights=True, cache_dir=tmp_path / "runs")
+    assert cached.motion_reference_dd(clips, motion=tmp_path / "walking") == pytest.approx(np.mean(per_clip))
+    # one rule for the file: <cache_dir>/motion_refs/<motion folder name>.json (the run loop's runs/ too)
+    cache = motion_reference_cache_file(tmp_path / "runs", tmp_path / "walking")
+    assert cache == tmp_path / "runs" / "motion_refs" / "walking.json"
     data = json.loads(cache.read_text())
     entry = data["clips"][str(clips[0].resolve())]
     assert entry["size"] == clips[0].stat().st_size and entry["settings"] == data["settings_key"]
     assert data["settings"]["pad_multiple"] == 8 and data["settings"]["raft"].startswith("random-small")
 
-    # A fresh scorer reads the file: no flow computed.
-    fresh = Scorer(["dynamic_degree"], random_weights=True, random_arch="small")
-    computed = []
-    real = fresh._dd_per_pair
-    monkeypatch.setattr(fresh, "_dd_per_pair", lambda f, fps: computed.append(1) or real(f, fps))
-    assert fresh.motion_reference_dd(clips, cache_file=cache) == pytest.approx(np.mean(per_clip))
-    assert computed == []
-    # A changed file (mtime) is recomputed; so is everything under other settings.
+    flows = []  # RAFT passes over a reference clip
+    real = metrics_mod.dynamic_degree_per_pair
+    monkeypatch.setattr(metrics_mod, "dynamic_degree_per_pair", lambda *a, **kw: flows.append(1) or real(*a, **kw))
+    # A fresh scorer reads the file (the motion folder defaults to the clips' common folder): no flow.
+    fresh = Scorer(["dynamic_degree"], random_weights=True, cache_dir=tmp_path / "runs")
+    assert fresh.motion_reference_dd(clips) == pytest.approx(np.mean(per_clip))
+    assert flows == []
+    # A changed file (mtime) is recomputed, alone.
     st = clips[1].stat()
     os.utime(clips[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    fresh.motion_reference_dd(clips, cache_file=cache)
-    assert computed == [1]
-    other = Scorer(["dynamic_degree"], random_weights=True, random_arch="small", dd_pad_multiple=16)
-    other.motion_reference_dd(clips, cache_file=cache)
-    assert len(json.loads(cache.read_text())["clips"]) == 2
+    fresh.motion_reference_dd(clips)
+    assert len(flows) == 1
+    # Other settings (the authors' padding) recompute every clip, once.
+    other = Scorer(["dynamic_degree"], random_weights=True, dd_pad_multiple=16, cache_dir=tmp_path / "runs")
+    other.motion_reference_dd(clips)
+    assert len(flows) == 3
+    other.motion_reference_dd(clips)
+    assert len(flows) == 3
+    assert json.loads(cache.read_text())["settings"]["pad_multiple"] == 16
+    # Without a cache_dir the values are kept in memory only.
+    memory = Scorer(["dynamic_degree"], random_weights=True)
+    memory.motion_reference_dd(clips)
+    memory.motion_reference_dd(clips)
+    assert len(flows) == 5 and not (tmp_path / "motion_refs").exists()
     with pytest.raises(ValueError, match="no reference clip"):
         fresh.motion_reference_dd([])
-
-
-def test_reference_images_folder(tmp_path):
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.PNG")
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "b.jpg")
-    (tmp_path / "images" / "notes.txt").write_text("x")
-    refs = reference_images(tmp_path)
-    assert [tuple(r.shape) for r in refs] == [(8, 8, 3), (8, 8, 3)]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(MediaError, match="no png/jpg/jpeg reference image"):
-        reference_images(tmp_path / "empty")

@@ -17,21 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from benchmark.store import METRIC_COLUMNS, load_records, write_record
+from benchmark.cli import app, table_
+from benchmark.metrics import metric_columns
+from benchmark.store import load_records, write_record
 from benchmark.tables import (
-    AGGREGATE_COLUMNS,
     RANDOM_NOTE,
     aggregate,
+    aggregate_columns,
     bootstrap_ci,
     build_table,
     load_paper_table,
     rank_marks,
     render,
     render_table,
-    table_command,
     table_rows,
 )
 
@@ -54,13 +54,6 @@ def record(method: str, case: str, prompt_index: int, seed: int = 42, **values) 
     }
     rec.update(values)
     return rec
-
-
-def _app(command) -> typer.Typer:
-    app = typer.Typer()
-    app.command("table")(command)
-    app.command("unused")(lambda: None)  # two commands: the subcommand name is required, as in dualbench
-    return app
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,9 +91,9 @@ def test_aggregate_averages_per_case_then_over_cases(tmp_path):
 def test_aggregate_missing_metric_columns_give_nan():
     df = pd.DataFrame({"method": ["m", "m"], "case": ["c1", "c2"], "status": ["ok", "ok"], "clip_t": [0.3, 0.4]})
     agg = aggregate(df, n_boot=50)
-    assert list(agg.columns) == AGGREGATE_COLUMNS
+    assert list(agg.columns) == aggregate_columns()
     assert agg.loc[0, "clip_t"] == pytest.approx(0.35)
-    for m in METRIC_COLUMNS[1:]:
+    for m in metric_columns()[1:]:
         assert math.isnan(agg.loc[0, m]) and math.isnan(agg.loc[0, f"{m}_ci_low"])
     md = render(build_table(agg, table=1), "markdown")
     assert "| m | **0.350 ±0.050** | – |" in md  # a lone value is best; missing cells read "–"
@@ -323,17 +316,16 @@ def test_golden_content_has_the_promised_marks(tmp_path):
 def test_table_command_empty_or_missing_runs_fails(tmp_path):
     runner = CliRunner()
     (tmp_path / "empty").mkdir()
-    res = runner.invoke(_app(table_command), ["table", "--runs", str(tmp_path / "empty")])
+    res = runner.invoke(app, ["table", "--runs", str(tmp_path / "empty")])
     assert res.exit_code == 1
     assert "no records under" in res.output
-    res = runner.invoke(_app(table_command), ["table", "--runs", str(tmp_path / "nowhere")])
+    res = runner.invoke(app, ["table", "--runs", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "no runs folder" in res.output
 
 
 def test_table_command_formats_and_out(tmp_path):
     runs = write_golden_runs(tmp_path / "runs")
     runner = CliRunner()
-    app = _app(table_command)
     res = runner.invoke(app, ["table", "--runs", str(runs), "--paper", "--format", "markdown"])
     assert res.exit_code == 0, res.output
     assert "DualReal (paper)" in res.output and "| dualreal |" in res.output
@@ -341,8 +333,9 @@ def test_table_command_formats_and_out(tmp_path):
     res = runner.invoke(app, ["table", "--runs", str(runs), "--format", "csv", "--out", str(out)])
     assert res.exit_code == 0, res.output
     header = out.read_text().splitlines()[0].split(",")
-    assert header[:11] == ["method", "videos", "cases", *METRIC_COLUMNS]
-    assert header[11:13] == ["clip_t_ci_low", "clip_t_ci_high"]
+    n = 3 + len(metric_columns())
+    assert header[:n] == ["method", "videos", "cases", *metric_columns()]
+    assert header[n:n + 2] == ["clip_t_ci_low", "clip_t_ci_high"]
     assert {"fit_seconds", "generate_seconds", "score_seconds", "random_weights"} <= set(header)
     csv = pd.read_csv(out)
     assert list(csv["method"]) == ["motionbooth", "lora", "cogvideox", "dualreal"]
@@ -355,16 +348,16 @@ def test_table_command_formats_and_out(tmp_path):
 def test_table_command_ablation_without_runs_fails(tmp_path):
     runs = tmp_path / "runs"
     write_record(runs, record("cogvideox", "a__b", 0, clip_t=0.3))
-    res = CliRunner().invoke(_app(table_command), ["table", "--runs", str(runs), "--table", "2"])
+    res = CliRunner().invoke(app, ["table", "--runs", str(runs), "--table", "2"])
     assert res.exit_code == 1 and "Table 2 needs runs of" in res.output and "cogvideox" in res.output
 
 
 def test_option_help_texts_end_with_examples():
     from typing import get_args, get_type_hints
 
-    for name, hint in get_type_hints(table_command, include_extras=True).items():
+    for name, hint in get_type_hints(table_, include_extras=True).items():
         if name == "return":
             continue
         info = get_args(hint)[1]
         assert "Example" in info.help, f"--{name} help has no example"
-    assert "Examples:" in table_command.__doc__
+    assert "Examples:" in table_.__doc__

@@ -1,4 +1,4 @@
-"""CLIP-I: identity fidelity in CLIP space (METRICS.md, "CLIP-I").
+"""CLIP-I: identity fidelity in CLIP space (docs/METRICS.md, "CLIP-I").
 
 Per video: the mean of the F×R cosine matrix between every frame and every reference image of the
 identity, embedded with open_clip ``ViT-B-32-quickgelu`` / ``laion400m_e32`` (the authors' code;

@@ -1,4 +1,4 @@
-"""CLIP-T: text–video alignment (METRICS.md, "CLIP-T").
+"""CLIP-T: text–video alignment (docs/METRICS.md, "CLIP-T").
 
 Per video: the mean over all frames of cos(text embedding, frame embedding), with the OpenAI CLIP
 ViT-B/32 (open_clip ``ViT-B-32`` + QuickGELU, ``openai`` weights). Raw cosine: no ×100 (torchmetrics),

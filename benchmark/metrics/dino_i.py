@@ -1,4 +1,4 @@
-"""DINO-I: identity fidelity in DINO space (METRICS.md, "DINO-I").
+"""DINO-I: identity fidelity in DINO space (docs/METRICS.md, "DINO-I").
 
 Per video: the mean of the F×R cosine matrix between frames and reference images, embedded with the
 Hugging Face ``facebook/dino-vits16`` ``ViTModel``; the feature is the CLS token of

@@ -1,4 +1,4 @@
-"""Dynamic Degree (METRICS.md, "Dynamic Degree"; VBench ``dynamic_degree.py``).
+"""Dynamic Degree (docs/METRICS.md, "Dynamic Degree"; VBench ``dynamic_degree.py``).
 
 Continuous value, as Table 1 reports it, per video:
 

@@ -1,4 +1,4 @@
-"""Motion Smoothness (METRICS.md, "Motion Smoothness"; VBench ``motion_smoothness.py``).
+"""Motion Smoothness (docs/METRICS.md, "Motion Smoothness"; VBench ``motion_smoothness.py``).
 
 Procedure, per video of F frames (uint8 RGB):
 

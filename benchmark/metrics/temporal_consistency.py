@@ -1,4 +1,4 @@
-"""T-Cons: temporal consistency in CLIP space (METRICS.md, "T-Cons").
+"""T-Cons: temporal consistency in CLIP space (docs/METRICS.md, "T-Cons").
 
 Per video: the mean over t of cos(frame t, frame t+1), all frames embedded with the CLIP-I model
 (open_clip ``ViT-B-32-quickgelu`` / ``laion400m_e32``); 49 frames give 48 pairs. DreamVideo uses

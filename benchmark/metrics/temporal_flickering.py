@@ -1,4 +1,4 @@
-"""Temporal Flickering (METRICS.md, "Temporal Flickering"; VBench ``temporal_flickering.py``).
+"""Temporal Flickering (docs/METRICS.md, "Temporal Flickering"; VBench ``temporal_flickering.py``).
 
 Per video: ``(255 - mean_t MAE(f_{t+1}, f_t)) / 255`` on all frames at native resolution, no
 resampling, the MAE taken over H, W and channels. VBench computes each MAE as ``np.mean`` of a
