@@ -28,6 +28,7 @@ __all__ = [
     "record_path",
     "video_path",
     "OUTPUT_FORMATS",
+    "RECORD_STATUSES",
     "write_json",
     "read_json",
     "write_record",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: Formats of :func:`export_records`, chosen by the file's extension.
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
+#: A record's ``status``: ``ok`` (scored), ``failed`` (an error, in ``error``), ``missing`` (a video
+#: ``dualbench score`` did not find). Only ``ok`` records enter the means; the others are counted.
+RECORD_STATUSES = ("ok", "failed", "missing")
 
 def video_stem(prompt_index: int, seed: int) -> str:
     """``p003_s42``: the file stem shared by a video, its extras and its record."""
@@ -97,8 +101,13 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
 
     Args:
         runs: a runs folder (``--out`` of ``dualbench run``).
-        status: keep only ``"ok"`` or ``"failed"`` rows (default: all).
+        status: keep only rows of this status, one of :data:`RECORD_STATUSES` (default: all).
+
+    Raises:
+        ValueError: an unreadable record; an unknown ``status``.
     """
+    if status is not None and status not in RECORD_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(RECORD_STATUSES)}, got {status!r}")
     rows = list(iter_records(runs))
     df = pd.DataFrame(rows)
     metrics = metric_columns()
