@@ -54,7 +54,7 @@ from benchmark.runner import (
     select_cases,
 )
 from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
-from benchmark.store import export_records, record_path, video_stem
+from benchmark.store import export_records, output_format, record_path, video_stem
 from dualreal.engine.backbone import default_geometry
 from dualreal.engine.io import atomic_write_json
 
@@ -205,9 +205,7 @@ def write_manifest(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
         ValueError: an extension other than :data:`MANIFEST_FORMATS`.
     """
     out = Path(out)
-    ext = out.suffix.lower()
-    if ext not in MANIFEST_FORMATS:
-        raise ValueError(f"{out}: unknown manifest format {out.suffix or '(none)'}; use one of {', '.join(MANIFEST_FORMATS)}")
+    ext = output_format(out, MANIFEST_FORMATS, "manifest format")
     ordered = [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows]
     if ext == ".json":
         return atomic_write_json(out, ordered, indent=1, ensure_ascii=False)

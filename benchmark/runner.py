@@ -179,7 +179,7 @@ class VideoJob:
             scorer: the scorer, None when not scoring.
             random_weights: whether the video came from random weights (the backbone's); the
                 record's ``random_weights`` is this or the metric encoders' flag.
-            **fields: the producer's fields (``video``, timings, sampler settings, provenance),
+            **fields: the producer's fields (``video``, timings, sampler settings, backbone),
                 placed after ``status`` and ``error``.
 
         Returns:

@@ -35,6 +35,7 @@ __all__ = [
     "iter_records",
     "load_records",
     "export_records",
+    "output_format",
 ]
 
 #: Formats of :func:`export_records`, chosen by the file's extension.
@@ -121,6 +122,18 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def output_format(out: str | os.PathLike, formats: tuple[str, ...] = OUTPUT_FORMATS, what: str = "format") -> str:
+    """The lower-case extension of ``out`` when it is one of ``formats``.
+
+    Raises:
+        ValueError: ``"<out>: unknown <what> <ext>; use one of <formats>"``.
+    """
+    ext = Path(out).suffix.lower()
+    if ext not in formats:
+        raise ValueError(f"{out}: unknown {what} {ext or '(none)'}; use one of {', '.join(formats)}")
+    return ext
+
+
 def export_records(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     """Write rows (records, ``eval`` rows) as CSV, parquet or JSON (a list of objects), chosen by
     ``out``'s extension, atomically.
@@ -129,9 +142,7 @@ def export_records(df: pd.DataFrame, out: str | os.PathLike) -> Path:
         ValueError: an extension other than :data:`OUTPUT_FORMATS`.
     """
     out = Path(out)
-    ext = out.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"{out}: unknown format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
+    ext = output_format(out)
     with atomic_path(out, suffix=ext) as tmp:
         if ext == ".csv":
             df.to_csv(tmp, index=False)
