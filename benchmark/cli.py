@@ -1,11 +1,12 @@
 """The ``dualbench`` command: every subcommand lives here; the libraries return data and text.
 
 Subcommands: ``run`` (customise → generate → score → record), ``eval`` (score any folder of
-videos), ``table`` (Table 1/2/3), ``report`` (static HTML), ``plots`` (PNG/SVG figures), ``list``
-(methods, grids, metrics), ``validate`` (check a grid's files without running anything),
-``regression`` (the CI subset). ``run`` and ``eval`` share their metric options (one definition
-each below: ``--metrics``, ``--weights-dir``, ``--random-weights``, ``--random-arch``,
-``--dd-pad-multiple``).
+videos), ``manifest`` (what to generate for a grid, to make the videos elsewhere), ``score`` (score
+those videos into records, beside ``run``'s), ``table`` (Table 1/2/3), ``report`` (static HTML),
+``plots`` (PNG/SVG figures), ``list`` (methods, installed plugins, grids, metrics), ``validate``
+(check a grid's files without running anything), ``regression`` (the CI subset). ``run``, ``eval``
+and ``score`` share their metric options, ``run``, ``manifest`` and ``score`` their grid and
+geometry options (one definition each below).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from benchmark.registry import METHODS, UnknownMethodError, get_spec, list_methods
+from benchmark.registry import (
+    MethodLoadError,
+    UnknownMethodError,
+    all_specs,
+    get_spec,
+    list_methods,
+    load_method_class,
+    plugin_problems,
+)
 from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_RANDOM_ARCH
 from benchmark.tables import TableFormat
 
@@ -32,7 +41,9 @@ app = typer.Typer(
         "  dualbench run --method lora --grid dualreal50 --data-root path/to/dualreal-bench "
         "--backbone THUDM/CogVideoX-5b --weights-dir ~/weights\n\n"
         "  dualbench table --paper --format markdown\n\n"
-        "  dualbench eval my_videos/ --prompts prompts.tsv --refs dog_images/ --random-weights"
+        "  dualbench eval my_videos/ --prompts prompts.tsv --refs dog_images/ --random-weights\n\n"
+        "  dualbench manifest --grid dualreal50 --data-root path/to/dualreal-bench --out todo.csv\n\n"
+        "  dualbench score my_videos/ --method mine --grid dualreal50 --data-root path/to/dualreal-bench"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -100,28 +111,66 @@ def _metric_options(metrics: Optional[str], weights_dir: Optional[Path], random_
 
 
 # ------------------------------------------------------------------------------------------------
+# The grid and geometry options shared by `run`, `manifest` and `score`
+# ------------------------------------------------------------------------------------------------
+
+GridOption = Annotated[str, typer.Option(
+    "--grid", help="`smoke` (built-in sample), `dualreal50` (needs --data-root) or a YAML file.")]
+DataRootOption = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="Folder laid out as the DualReal benchmark (cases.json, identities/, motions/).")]
+CasesOption = Annotated[Optional[list[str]], typer.Option(
+    "--cases", help="Only these case names or glob patterns (repeatable).")]
+MaxCasesOption = Annotated[Optional[int], typer.Option("--max-cases", help="At most this many cases (after --cases).")]
+MaxPromptsOption = Annotated[Optional[int], typer.Option("--max-prompts", help="At most this many prompts per case.")]
+SeedsOption = Annotated[Optional[str], typer.Option("--seeds", help="Seeds, comma-separated (default: the grid's, 42).")]
+FramesOption = Annotated[Optional[int], typer.Option(
+    "--frames", help="Frames per video, 4k+1 (default: the backbone's: 49 real, 9 tiny).")]
+HeightOption = Annotated[Optional[int], typer.Option(
+    "--height", help="Video height in pixels (default: the backbone's: 480 real, 128 tiny).")]
+WidthOption = Annotated[Optional[int], typer.Option(
+    "--width", help="Video width in pixels (default: the backbone's: 720 real, 192 tiny).")]
+FpsOption = Annotated[int, typer.Option("--fps", help="Frame rate of the videos (the paper's: 8).")]
+ExpectedBackboneOption = Annotated[str, typer.Option(
+    "--backbone", help="Whose default geometry the videos have, as `run --backbone` takes it (never loaded): "
+    "any CogVideoX folder or hub id gives the paper's 49 frames at 480×720, `tiny` 9 frames at 128×192.")]
+
+
+# ------------------------------------------------------------------------------------------------
 # run
 # ------------------------------------------------------------------------------------------------
 
 
+def _resolve_method(name: str) -> None:
+    """Fail now, with one clear line, when ``name`` cannot be run (unknown, or a plugin that does not
+    import or is not a method class); warn when an installed plugin's entry point of that name is ignored."""
+    try:
+        load_method_class(get_spec(name))
+    except (UnknownMethodError, MethodLoadError) as exc:
+        _fail(str(exc))
+    for problem in plugin_problems():
+        if f"{name!r}" in problem:
+            console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
-    method: Annotated[str, typer.Option("--method", "-m", help="Registry name; `dualbench list` shows all.")] = "dualreal",
-    grid: Annotated[str, typer.Option(help="`smoke` (built-in sample), `dualreal50` (needs --data-root) or a YAML file.")] = "smoke",
-    data_root: Annotated[Optional[Path], typer.Option(help="Folder laid out as the DualReal benchmark (cases.json, identities/, motions/).")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Registry name (`dualbench list` shows all, installed "
+                                        "plugins included) or a plugin target package.module:Class.")] = "dualreal",
+    grid: GridOption = "smoke",
+    data_root: DataRootOption = None,
     backbone: Annotated[str, typer.Option(help="`tiny` (random weights, CPU), a CogVideoX folder, or a hub id such as THUDM/CogVideoX-5b.")] = "tiny",
     out: Annotated[Path, typer.Option(help="Runs folder: videos, records, checkpoints.")] = Path("runs"),
-    frames: Annotated[Optional[int], typer.Option(help="Frames per video, 4k+1 (default: 49 real, 9 tiny).")] = None,
-    height: Annotated[Optional[int], typer.Option(help="Video height in pixels (default: 480 real, 64 tiny).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Video width in pixels (default: 720 real, 96 tiny).")] = None,
+    frames: FramesOption = None,
+    height: HeightOption = None,
+    width: WidthOption = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 50 real, 10 tiny).")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
-    fps: Annotated[int, typer.Option(help="Frame rate of the written mp4s.")] = 8,
+    fps: FpsOption = 8,
     train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case (paper: 1000).")] = None,
-    cases: Annotated[Optional[list[str]], typer.Option("--cases", help="Only these case names or glob patterns (repeatable).")] = None,
-    max_cases: Annotated[Optional[int], typer.Option(help="At most this many cases (after --cases).")] = None,
-    max_prompts: Annotated[Optional[int], typer.Option(help="At most this many prompts per case.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Seeds, comma-separated (default: the grid's, 42).")] = None,
+    cases: CasesOption = None,
+    max_cases: MaxCasesOption = None,
+    max_prompts: MaxPromptsOption = None,
+    seeds: SeedsOption = None,
     max_clips: Annotated[Optional[int], typer.Option(help="Train on at most this many motion clips per case.")] = None,
     score: Annotated[bool, typer.Option("--score/--no-score", help="Score each video as it is produced.")] = True,
     metrics: MetricsOption = None,
@@ -142,6 +191,8 @@ def run(
 
       dualbench run --method cogvideox --grid dualreal50 --data-root path/to/dualreal-bench --max-cases 2 --max-prompts 2
 
+      dualbench run --method my_pkg.my_module:MyMethod --grid smoke      # a method from your own package
+
       accelerate launch --num_processes 8 -m benchmark.cli run --method dualreal --grid dualreal50 --data-root DATA --backbone THUDM/CogVideoX-5b --device cuda
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -149,10 +200,7 @@ def run(
     from benchmark.runner import RunConfig, run as run_grid
     from dualreal.engine.backbone import BackboneError
 
-    try:
-        get_spec(method)
-    except UnknownMethodError as exc:
-        _fail(str(exc))
+    _resolve_method(method)
     metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
     cfg = RunConfig(
         method=method, grid=grid, data_root=data_root, backbone=backbone, out=out,
@@ -288,6 +336,159 @@ def eval_(
         export_records(df, out)
         stdout.print(f"wrote {len(df)} rows to {out}", highlight=False)
     if not (df["status"] == "ok").any():
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# manifest and score: your own method's videos, made elsewhere
+# ------------------------------------------------------------------------------------------------
+
+
+def _geometry(backbone: str, frames: Optional[int], height: Optional[int], width: Optional[int], fps: int):
+    from benchmark.external import Geometry
+
+    try:
+        return Geometry.for_backbone(backbone, num_frames=frames, height=height, width=width, fps=fps)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _listed(title: str, lines: list[str], style: str, limit: int = 20) -> None:
+    """``title`` then up to ``limit`` lines (and how many more)."""
+    if not lines:
+        return
+    console.print(title, highlight=False)
+    for line in lines[:limit]:
+        console.print(f"  [{style}]•[/{style}] {line}", highlight=False, soft_wrap=True)
+    if len(lines) > limit:
+        console.print(f"  … and {len(lines) - limit} more", highlight=False)
+
+
+@app.command()
+def manifest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the manifest: .csv or .json.", show_default=False)],
+    grid: GridOption = "smoke",
+    data_root: DataRootOption = None,
+    backbone: ExpectedBackboneOption = "THUDM/CogVideoX-5b",
+    frames: FramesOption = None,
+    height: HeightOption = None,
+    width: WidthOption = None,
+    fps: FpsOption = 8,
+    cases: CasesOption = None,
+    max_cases: MaxCasesOption = None,
+    max_prompts: MaxPromptsOption = None,
+    seeds: SeedsOption = None,
+) -> None:
+    """List every video a grid asks for, to generate them with your own code.
+
+    One row per (case, prompt, seed): the case, its identity folder and reference images, its motion
+    folder and clips, the prompt (raw, with the identity token *) and the class word, prompt index,
+    seed, the frames / height / width / fps expected, and `video`, the path to save it at under one
+    folder (<case>/p003_s42.mp4, the names `run` uses). Paths inside --data-root are relative to it.
+    Then `dualbench score FOLDER --method NAME` scores them.
+
+    Examples:
+
+      dualbench manifest --grid dualreal50 --data-root path/to/dualreal-bench --out todo.csv
+
+      dualbench manifest --grid dualreal50 --data-root path/to/dualreal-bench --cases 'cat*' --max-prompts 5 --out todo.json
+
+      dualbench manifest --grid smoke --backbone tiny --out smoke.json
+    """
+    from benchmark.external import MANIFEST_FORMATS, manifest_rows, write_manifest
+    from benchmark.grid import filter_cases, load_grid
+
+    if out.suffix.lower() not in MANIFEST_FORMATS:
+        _fail(f"--out {out}: use one of {', '.join(MANIFEST_FORMATS)}")
+    geometry = _geometry(backbone, frames, height, width, fps)
+    try:
+        selected = filter_cases(load_grid(grid, data_root), names=cases, max_cases=max_cases, max_prompts=max_prompts,
+                                seeds=_int_list(seeds, "seeds"))
+        rows = manifest_rows(selected, geometry, data_root=data_root)
+        write_manifest(rows, out)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{len(rows)} videos for {len(selected)} case{'' if len(selected) == 1 else 's'} ({geometry.text()}) → {out}")
+
+
+@app.command()
+def score(
+    videos: Annotated[Path, typer.Argument(help="Folder of your videos, laid out as `dualbench manifest` says: "
+                                           "<case>/p003_s42.mp4.", show_default=False)],
+    method: Annotated[str, typer.Option("--method", "-m", help="Name of your method: its records and table row "
+                                        "(not a name `dualbench run` runs).", show_default=False)],
+    grid: GridOption = "smoke",
+    data_root: DataRootOption = None,
+    out: Annotated[Path, typer.Option(help="Runs folder: the records go to OUT/METHOD/<case>/records/, beside `run`'s.")] = Path("runs"),
+    backbone: ExpectedBackboneOption = "THUDM/CogVideoX-5b",
+    frames: FramesOption = None,
+    height: HeightOption = None,
+    width: WidthOption = None,
+    fps: FpsOption = 8,
+    cases: CasesOption = None,
+    max_cases: MaxCasesOption = None,
+    max_prompts: MaxPromptsOption = None,
+    seeds: SeedsOption = None,
+    metrics: MetricsOption = None,
+    weights_dir: WeightsDirOption = None,
+    random_weights: RandomWeightsOption = None,
+    random_arch: RandomArchOption = DEFAULT_RANDOM_ARCH,
+    dd_pad_multiple: DdPadOption = DEFAULT_DD_PAD_MULTIPLE,
+    device: Annotated[str, typer.Option(help="Torch device for the metric encoders.")] = "cpu",
+) -> None:
+    """Score videos made outside dualbench into the same records as `run`; `table` and `report` then
+    show METHOD beside the others.
+
+    Every video of the manifest (same grid options) found under VIDEOS is decoded once and scored
+    with the same metrics, references and motion-reference cache as `run`; its record (marked
+    provenance external, with the file's sha256) goes to OUT/METHOD/<case>/records/. Missing videos
+    get `missing` records (listed, counted, never averaged); files the manifest does not name are
+    listed and ignored; a video whose frames, size or fps differ from the expected ones is scored
+    and flagged. Re-running resumes (unchanged files are skipped); RANK/WORLD_SIZE shard cases as
+    for `run`. To reproduce `run`'s numbers exactly, write the frames losslessly (H.264 QP 0 in
+    RGB: ffmpeg -c:v libx264rgb -qp 0, or FFV1 .mkv). Exit status 1 when a video is missing or failed.
+
+    Examples:
+
+      dualbench score my_videos/ --method mine --grid dualreal50 --data-root path/to/dualreal-bench --weights-dir ~/weights
+
+      dualbench score my_videos/ --method mine --grid smoke --backbone tiny --random-weights
+
+      accelerate launch --num_processes 4 -m benchmark.cli score my_videos/ --method mine --grid dualreal50 --data-root DATA --device cuda
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from benchmark.external import ScoreConfig, score as score_videos
+
+    metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
+    geometry = _geometry(backbone, frames, height, width, fps)
+    cfg = ScoreConfig(
+        method=method, videos=videos, grid=grid, data_root=data_root, out=out, backbone=backbone,
+        num_frames=geometry.num_frames, height=geometry.height, width=geometry.width, fps=geometry.fps,
+        cases=cases, max_cases=max_cases, max_prompts=max_prompts, seeds=_int_list(seeds, "seeds"),
+        metrics=metric_list, weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
+        dd_pad_multiple=dd_pad_multiple, device=device,
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            result = score_videos(cfg, progress=progress, log=progress.console.print)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    s = result.summary
+    _listed(f"[red]{s.missing} missing[/red] (records `missing`; generate them and run this again):", s.missing_videos, "red")
+    _listed(f"[red]{s.failed} failed[/red]:", s.errors, "red")
+    _listed(f"[yellow]{len(result.flagged)} scored but flagged[/yellow] (geometry_mismatch):", result.flagged, "yellow")
+    _listed(f"[yellow]{len(result.unexpected)} unexpected file(s) ignored[/yellow] (no manifest row names them):",
+            result.unexpected, "yellow")
+    console.print(
+        f"{method}: {s.done} scored, {s.skipped} already recorded, {s.missing} missing, {s.failed} failed, "
+        f"{len(result.flagged)} flagged ({s.cases} case(s); expected {result.geometry.text()})"
+        + (f"; {result.not_selected} file(s) of unselected videos ignored" if result.not_selected else "")
+        + f" → {out / method}",
+        highlight=False,
+    )
+    if s.missing or s.failed:
         raise typer.Exit(1)
 
 
@@ -481,7 +682,8 @@ def list_(
     what: Annotated[str, typer.Argument(help="methods, grids or metrics")] = "methods",
     pattern: Annotated[str, typer.Option(help="Wildcard filter, e.g. 'dualreal*'.")] = "*",
 ) -> None:
-    """List registered methods (with a wildcard), built-in grids, or metrics.
+    """List registered methods (with a wildcard; installed plugins of the `dualbench.methods` entry-point
+    group too, with their distribution), built-in grids, or metrics.
 
     Examples:
 
@@ -492,8 +694,11 @@ def list_(
       dualbench list metrics
     """
     if what == "methods":
+        specs = all_specs()
         for name in list_methods(pattern):
-            typer.echo(f"{name:24s} {METHODS[name].summary}")
+            typer.echo(f"{name:24s} {specs[name].summary}")
+        for problem in plugin_problems():
+            console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False, soft_wrap=True)
     elif what == "grids":
         typer.echo("smoke                    built-in sample: DreamBooth dog × Intel walking clips (CC-BY-4.0)")
         typer.echo("dualreal50               the paper's 50 cases × 50 prompts (needs --data-root)")

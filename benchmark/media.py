@@ -6,6 +6,7 @@ one-line message that names the file. Nothing here resizes unless asked to.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +24,8 @@ __all__ = [
     "read_image",
     "read_video",
     "write_video",
+    "frames_sha256",
+    "file_sha256",
     "resize_center_crop",
     "select_frames",
 ]
@@ -177,12 +180,23 @@ def read_video(
     return torch.from_numpy(np.stack(frames)), fps
 
 
-def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *, crf: int = 12) -> Path:
-    """Write uint8 frames ``(F, H, W, 3)`` as an H.264 mp4 (yuv420p, plays everywhere), atomically.
+def write_video(
+    path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *, crf: int = 12, lossless: bool = False
+) -> Path:
+    """Write uint8 frames ``(F, H, W, 3)`` as an H.264 mp4, atomically.
 
-    The file appears under its final name only once complete (:func:`dualreal.engine.io.atomic_path`), so an
-    interrupted write never leaves a half mp4 behind. Odd sizes are padded to even by edge
-    replication (yuv420p needs even sizes).
+    Two encodings:
+
+    * default: ``libx264`` in yuv420p at CRF ``crf`` (plays everywhere; lossy). Odd sizes are padded
+      to even by edge replication (yuv420p needs even sizes).
+    * ``lossless=True``: ``libx264rgb`` in rgb24 at QP 0 — H.264's lossless mode on the RGB planes,
+      so :func:`read_video` returns exactly ``frames`` (any size; browsers may not play it). The
+      same file from the command line: ``ffmpeg -i frame_%03d.png -c:v libx264rgb -qp 0
+      -pix_fmt rgb24 out.mp4``. This is how videos made outside dualbench keep their frames
+      bit-exact for ``dualbench score``.
+
+    The file appears under its final name only once complete (:func:`dualreal.engine.io.atomic_path`),
+    so an interrupted write never leaves a half mp4 behind.
 
     Raises:
         MediaError: wrong shape or dtype.
@@ -195,25 +209,59 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 8, *
             f"{path}: expected uint8 frames (F, H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
         )
     arr = frames.cpu().numpy()
-    pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
-    if pad_h or pad_w:
-        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    if lossless:
+        codec, pix_fmt, options = "libx264rgb", "rgb24", {"qp": "0", "preset": "medium"}
+    else:
+        pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
+        if pad_h or pad_w:
+            arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        codec, pix_fmt, options = "libx264", "yuv420p", {"crf": str(crf), "preset": "medium"}
     with atomic_path(path, suffix=".mp4") as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height = arr.shape[2], arr.shape[1]
-            stream.pix_fmt = "yuv420p"
+            stream.pix_fmt = pix_fmt
             # Note: identical frames do not always give identical files (seen here with PyAV 18:
             # decoded pixels differed by up to 15 grey levels on noise-like frames between two
             # encodes in one process, whatever the thread settings), so exact reproducibility is
             # checked on the generated frames (records carry their SHA-256), not on mp4 bytes.
-            stream.codec_context.options = {"crf": str(crf), "preset": "medium"}
+            stream.codec_context.options = options
             for img in arr:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
     return path
+
+
+def frames_sha256(frames: torch.Tensor) -> str:
+    """SHA-256 (64 hex digits) of uint8 frames ``(F, H, W, 3)``: their raw bytes in C order.
+
+    Records carry it as ``frames_sha256``: the generated frames for ``dualbench run``, the decoded
+    frames for ``dualbench score``, so equal values mean bit-identical pixels.
+    """
+    return hashlib.sha256(frames.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+_FILE_SHA: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (64 hex digits) of a file's bytes, memoised per resolved path, size and mtime.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_SHA:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _FILE_SHA[key] = h.hexdigest()
+    return _FILE_SHA[key]
 
 
 def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -147,6 +147,9 @@ def _case_section(case: str, recs: pd.DataFrame, methods: list[str], runs: Path,
                 cells.append('<td class="missing">—</td>')
                 continue
             rec = mine.iloc[0]
+            if rec.get("status") == "missing":
+                cells.append('<td class="missing">missing: not generated</td>')
+                continue
             if rec.get("status") != "ok":
                 err = rec.get("error") if isinstance(rec.get("error"), str) else "no error message"
                 cells.append(f'<td class="failed">failed: {_e(err)}</td>')
@@ -190,9 +193,11 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
 
     methods = _method_order(sorted(records["method"].dropna().unique()))
     ok = int(records["status"].eq("ok").sum())
+    missing = int(records["status"].eq("missing").sum())
     body = ["<h1>dualbench report</h1>",
             f'<p class="meta">runs: <code>{_e(runs.resolve())}</code> · {ok} videos ok, '
-            f"{len(records) - ok} failed · {_n(len(methods), 'method')} · "
+            f"{len(records) - ok - missing} failed" + (f", {missing} missing" if missing else "")
+            + f" · {_n(len(methods), 'method')} · "
             f"{_n(records['case'].nunique(), 'case')} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
             f'<a href="table1.csv">table1.csv</a> · <a href="records.csv">records.csv</a></p>']
     if agg["random_weights"].any():

@@ -28,16 +28,21 @@ __all__ = [
     "record_path",
     "video_path",
     "OUTPUT_FORMATS",
+    "RECORD_STATUSES",
     "write_json",
     "read_json",
     "write_record",
     "iter_records",
     "load_records",
     "export_records",
+    "output_format",
 ]
 
 #: Formats of :func:`export_records`, chosen by the file's extension.
 OUTPUT_FORMATS = (".csv", ".parquet", ".json")
+#: A record's ``status``: ``ok`` (scored), ``failed`` (an error, in ``error``), ``missing`` (a video
+#: ``dualbench score`` did not find). Only ``ok`` records enter the means; the others are counted.
+RECORD_STATUSES = ("ok", "failed", "missing")
 
 def video_stem(prompt_index: int, seed: int) -> str:
     """``p003_s42``: the file stem shared by a video, its extras and its record."""
@@ -97,8 +102,13 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
 
     Args:
         runs: a runs folder (``--out`` of ``dualbench run``).
-        status: keep only ``"ok"`` or ``"failed"`` rows (default: all).
+        status: keep only rows of this status, one of :data:`RECORD_STATUSES` (default: all).
+
+    Raises:
+        ValueError: an unreadable record; an unknown ``status``.
     """
+    if status is not None and status not in RECORD_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(RECORD_STATUSES)}, got {status!r}")
     rows = list(iter_records(runs))
     df = pd.DataFrame(rows)
     metrics = metric_columns()
@@ -112,6 +122,18 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def output_format(out: str | os.PathLike, formats: tuple[str, ...] = OUTPUT_FORMATS, what: str = "format") -> str:
+    """The lower-case extension of ``out`` when it is one of ``formats``.
+
+    Raises:
+        ValueError: ``"<out>: unknown <what> <ext>; use one of <formats>"``.
+    """
+    ext = Path(out).suffix.lower()
+    if ext not in formats:
+        raise ValueError(f"{out}: unknown {what} {ext or '(none)'}; use one of {', '.join(formats)}")
+    return ext
+
+
 def export_records(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     """Write rows (records, ``eval`` rows) as CSV, parquet or JSON (a list of objects), chosen by
     ``out``'s extension, atomically.
@@ -120,9 +142,7 @@ def export_records(df: pd.DataFrame, out: str | os.PathLike) -> Path:
         ValueError: an extension other than :data:`OUTPUT_FORMATS`.
     """
     out = Path(out)
-    ext = out.suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"{out}: unknown format {ext or '(none)'}; use one of {', '.join(OUTPUT_FORMATS)}")
+    ext = output_format(out)
     with atomic_path(out, suffix=ext) as tmp:
         if ext == ".csv":
             df.to_csv(tmp, index=False)

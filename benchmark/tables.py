@@ -5,7 +5,8 @@ Every column, label, decimal count and direction comes from the metric table
 column of Table ``n``; every metric column of the records is aggregated.
 
 Aggregation (:func:`aggregate`, docs/METRICS.md "Aggregation"): per method, only records with
-``status == "ok"`` count; each metric is averaged over the videos of a case, then over cases with
+``status == "ok"`` count (``failed`` and ``missing`` records — a video ``dualbench score`` did not
+find — are counted apart and named in a note under the table); each metric is averaged over the videos of a case, then over cases with
 equal weight (a case with more videos does not weigh more). A case without a value for a metric
 (NaN) is left out of that metric's mean only.
 
@@ -83,7 +84,8 @@ def ci_columns() -> list[str]:
 
 def aggregate_columns() -> list[str]:
     """Column order of :func:`aggregate` (and of ``--format csv``)."""
-    return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *TIMING_COLUMNS, "random_weights", "failed"]
+    return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *TIMING_COLUMNS, "random_weights", "failed",
+            "missing"]
 
 
 #: Table 1 row order of the paper (then other methods alphabetically, then ``dualreal``).
@@ -179,9 +181,10 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         (counted over ``status == "ok"`` records), the mean of every metric column
         (:func:`benchmark.metrics.metric_columns`), ``<metric>_ci_low`` / ``<metric>_ci_high``,
         mean timings over ok videos, ``random_weights`` (any record of the method, ok or failed, has
-        ``random_weights``, ``backbone_random_weights`` or ``metric_random_weights`` true) and
-        ``failed`` (records with another status). Methods are sorted by name; a method with only
-        failed records has ``videos == 0`` and NaN values.
+        ``random_weights``, ``backbone_random_weights`` or ``metric_random_weights`` true),
+        ``missing`` (records ``missing``: videos ``dualbench score`` did not find) and ``failed``
+        (records with any other status). Methods are sorted by name; a method with only failed or
+        missing records has ``videos == 0`` and NaN values.
     """
     for col in ("method", "case"):
         if col not in df.columns:
@@ -201,12 +204,14 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
     for method in sorted(df["method"].dropna().unique(), key=str):
         mine = df[df["method"] == method]
         good = mine[ok.loc[mine.index]]
+        missing = int(mine["status"].eq("missing").sum()) if "status" in mine.columns else 0
         row: dict[str, Any] = {
             "method": method,
             "videos": int(len(good)),
             "cases": int(good["case"].nunique()),
             "random_weights": bool(mine["_random"].any()),
-            "failed": int(len(mine) - len(good)),
+            "failed": int(len(mine) - len(good) - missing),
+            "missing": missing,
         }
         per_case = good.groupby("case", sort=True)[metrics].mean()
         with warnings.catch_warnings():
@@ -220,7 +225,7 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
             row[t] = float(good[t].mean()) if good[t].notna().any() else np.nan
         rows.append(row)
     out = pd.DataFrame(rows, columns=aggregate_columns())
-    return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "random_weights": "bool"})
+    return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "missing": "int64", "random_weights": "bool"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,6 +445,17 @@ def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]],
     return rows
 
 
+def _incomplete_note(rows: pd.DataFrame) -> str:
+    """``Not in the means: mine 3 missing, lora 1 failed.`` for rows with videos that were not scored
+    (``missing``: not found by ``dualbench score``); empty when every planned video is in."""
+    parts = []
+    for _, r in rows.iterrows():
+        counts = [f"{int(r[c])} {c}" for c in ("missing", "failed") if c in r and pd.notna(r[c]) and int(r[c])]
+        if counts:
+            parts.append(f"{r['method']} {', '.join(counts)}")
+    return f"Not in the means: {'; '.join(parts)} (of the videos planned)." if parts else ""
+
+
 def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boot: int = 1000,
                 seed: int = 0) -> TableSpec:
     """Table ``table`` from :func:`aggregate`'s output (only that table's methods), plus the paper's rows."""
@@ -480,6 +496,9 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
         groups.append(Group("paper", _make_rows(p, metrics, plabels, with_ci=False, random_col=False)))
         subset = "50 cases, CogVideoX-5B" if table == 1 else "10-case subset, DD_ref 9.04"
         notes.append(f"paper: {PAPER_SOURCE}, Table {table} ({subset}); marked among the paper's rows.")
+    incomplete = _incomplete_note(ours)
+    if incomplete:
+        notes.append(incomplete)
     if any(r.random_weights for g in groups for r in g.rows):
         notes.append(RANDOM_NOTE)
     return TableSpec(title=title, label_headers=label_headers, metric_headers=headers,

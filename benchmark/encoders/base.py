@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.media import file_sha256
+
 __all__ = [
     "EncoderWeightsError",
     "EncoderFamily",
@@ -189,20 +191,9 @@ def weight_file(path: Path) -> Path:
 # Checkpoints and fingerprints
 # --------------------------------------------------------------------------------------------
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def file_fingerprint(path: Path) -> str:
-    """``sha256:<16 hex>`` of a file's bytes (memoised per path, size and mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _SHA_CACHE[key] = "sha256:" + h.hexdigest()[:16]
-    return _SHA_CACHE[key]
+    """``sha256:<16 hex>`` of a file's bytes (:func:`benchmark.media.file_sha256`, memoised)."""
+    return "sha256:" + file_sha256(path)[:16]
 
 
 def state_fingerprint(module: torch.nn.Module) -> str:

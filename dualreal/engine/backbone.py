@@ -32,6 +32,7 @@ __all__ = [
     "TINY_PRESET",
     "DTYPES",
     "load_backbone",
+    "default_geometry",
     "build_tiny_tokenizer",
 ]
 
@@ -102,6 +103,19 @@ TINY_PRESET: dict[str, Any] = {
 
 #: Defaults of the real CogVideoX-5B geometry (METHOD.md, "Backbone" and "Inference").
 REAL_DEFAULTS: dict[str, int] = dict(num_frames=49, height=480, width=720)
+
+
+def default_geometry(source: str) -> dict[str, int]:
+    """The default ``num_frames``, ``height``, ``width`` of backbone ``source``, without loading it.
+
+    Args:
+        source: as :func:`load_backbone` takes it: ``"tiny"`` or a CogVideoX folder / hub id.
+
+    Returns:
+        A new dict: the ``tiny`` preset's geometry (9 frames, 128×192) for ``"tiny"``, the paper's
+        (49 frames, 480×720) for any other source. :attr:`Backbone.defaults` of a loaded backbone.
+    """
+    return dict(TINY_PRESET["defaults"] if source == "tiny" else REAL_DEFAULTS)
 
 _COMPONENT_FILES = {
     "transformer": "transformer/config.json",
@@ -327,7 +341,6 @@ def load_backbone(
     if source == "tiny":
         parts = _build_tiny(seed)
         random_weights = True
-        defaults = dict(TINY_PRESET["defaults"])
     else:
         from diffusers import (
             AutoencoderKLCogVideoX,
@@ -352,7 +365,6 @@ def load_backbone(
         except (OSError, ValueError) as exc:
             raise BackboneError(f"backbone folder {root}: {exc}") from None
         random_weights = False
-        defaults = dict(REAL_DEFAULTS)
 
     for name in ("transformer", "vae", "text_encoder"):
         module = parts[name]
@@ -371,5 +383,5 @@ def load_backbone(
         random_weights=random_weights,
         dtype=torch_dtype,
         device=device,
-        defaults=defaults,
+        defaults=default_geometry(source),
     )
