@@ -102,19 +102,7 @@ TINY_PRESET: dict[str, Any] = {
     "text_encoder": dict(
         d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
     ),
-    "scheduler": dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        set_alpha_to_one=True,
-        snr_shift_scale=1.0,
-        steps_offset=0,
-        timestep_spacing="trailing",
-    ),
+    "scheduler": None,  # CogVideoX-5B's (set below, from PUBLISHED_CONFIGS)
     # Default video geometry for the preset (4k+1 frames; H, W multiples of 16; 2:3 as 480x720).
     # 128 px is the smallest size RAFT's 1/8-resolution correlation pyramid accepts, so the
     # dynamic degree is defined on smoke videos too.
@@ -259,6 +247,8 @@ PUBLISHED_CONFIGS: dict[str, dict[str, Any]] = {
         "shipped_scheduler": "CogVideoXDDIMScheduler",
     },
 }
+
+TINY_PRESET["scheduler"] = dict(PUBLISHED_CONFIGS["THUDM/CogVideoX-5b"]["scheduler"])
 
 #: Random-weights preset name → the hub id whose published configuration it builds.
 RANDOM_PRESETS: dict[str, str] = {
