@@ -103,6 +103,8 @@ class VideoJob:
         config_hash: hash of the method, backbone and sampler settings (recorded).
         references: the case's scoring references.
         fit_seconds: time the method's fit on this case took (recorded), None when not fitted here.
+        training_budget: the method's training budget after that fit
+            (:meth:`~dualreal.engine.protocol.CustomizationMethod.training_budget`, as dicts; recorded).
     """
 
     method: str
@@ -113,6 +115,7 @@ class VideoJob:
     config_hash: str
     references: CaseReferences = field(default_factory=CaseReferences)
     fit_seconds: float | None = None
+    training_budget: list[dict[str, Any]] | None = None
 
     @property
     def label(self) -> str:
@@ -346,11 +349,13 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
                     height=settings.height,
                     width=settings.width,
                     max_clips=cfg.max_clips,
+                    preservation=method.preservation_clip_count(),
                 )
                 status(f"{case.name}: fitting")
                 t0 = time.perf_counter()
                 method.fit(decoded.data, case_dir / "checkpoint", progress=progress)
                 fit_seconds = time.perf_counter() - t0
+                budget = [run.to_dict() for run in method.training_budget()]
             except (MediaError, ValueError, OSError) as exc:
                 msg = f"{case.name}: {exc}"
                 log(f"[red]failed[/red] {msg}")
@@ -364,7 +369,7 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
             status(f"{case.name}: motion reference")
             references = _references(scorer, decoded)
             for job in jobs:
-                job = replace(job, references=references, fit_seconds=fit_seconds)
+                job = replace(job, references=references, fit_seconds=fit_seconds, training_budget=budget)
                 status(job.label)
                 try:
                     rec = producer.produce(job)
@@ -420,6 +425,7 @@ class _Producer:
             error=None,
             video=str(mp4.relative_to(self.out)),
             fit_seconds=round(job.fit_seconds or 0.0, 3),
+            training_budget=job.training_budget,
             generate_seconds=round(gen_seconds, 3),
             frames_sha256=hashlib.sha256(video.frames.contiguous().numpy().tobytes()).hexdigest(),
             num_frames=int(video.frames.shape[0]),
