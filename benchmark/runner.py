@@ -104,7 +104,8 @@ class VideoJob:
         references: the case's scoring references.
         fit_seconds: time the method's fit on this case took (recorded), None when not fitted here.
         training_budget: the method's training budget after that fit
-            (:meth:`~dualreal.engine.protocol.CustomizationMethod.training_budget`, as dicts; recorded).
+            (:meth:`~dualreal.engine.protocol.CustomizationMethod.training_budget`, as dicts; ``None``:
+            not reported; recorded).
     """
 
     method: str
@@ -355,7 +356,8 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
                 t0 = time.perf_counter()
                 method.fit(decoded.data, case_dir / "checkpoint", progress=progress)
                 fit_seconds = time.perf_counter() - t0
-                budget = [run.to_dict() for run in method.training_budget()]
+                runs = method.training_budget()
+                budget = None if runs is None else [run.to_dict() for run in runs]
             except (MediaError, ValueError, OSError) as exc:
                 msg = f"{case.name}: {exc}"
                 log(f"[red]failed[/red] {msg}")

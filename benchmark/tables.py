@@ -540,10 +540,9 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
         "ranked on the displayed values: ties all get the mark, and the next distinct value is second.",
     ]
     budgets = [(m, by_method.loc[m].get("training_budget")) for m, _ in chosen]
-    budgets = [(m, b) for m, b in budgets if isinstance(b, str)]
-    if budgets:
+    if any(isinstance(b, str) for _, b in budgets):  # records of this version: every row's budget, or a gap
         notes.append("Training budget per run: optimiser steps × data per step (learning rate, trainable parameters).")
-        notes += [f"{m}: {b}" for m, b in budgets]
+        notes += [f"{m}: {b if isinstance(b, str) else 'not recorded'}" for m, b in budgets]
     if paper:
         p = load_paper_table(table)
         if table == 1:

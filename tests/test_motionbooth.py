@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.boxes import box_path_from_clips, box_token_mask, clip_box_path, latent_box_path, resample_path
+from baselines.boxes import box_path_from_clips, box_token_mask, clip_box_path, latent_box_path, main_regions, resample_path
 from baselines.common import shared_weights_copy
 from baselines.masks import grabcut_mask, resize_mask, subject_masks
 from baselines.motionbooth import (
@@ -263,6 +263,20 @@ def test_box_path_follows_the_moving_region():
     assert box_path_from_clips([clip]).path.shape == (3, 4)
     grid = box_token_mask(torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.9, 0.9, 0.91, 0.91]]), 4, 6)
     assert grid[0].sum() == 6 and grid[1].sum() == 1  # a tiny box still marks its cell
+
+
+def test_main_regions_drop_specks_and_small_regions():
+    import numpy as np
+
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[5:25, 5:25] = True  # the actor: 400 px
+    mask[30:36, 40:46] = True  # a small moving region: 36 px < 20 % of 400
+    mask[10:14, 40:50] = True  # a limb-sized region: 40 px... also < 80 px
+    mask[2, 50] = mask[38, 2] = True  # specks
+    main = main_regions(mask)
+    assert main[5:25, 5:25].all() and main.sum() == 400
+    assert main_regions(mask, keep=0.05).sum() == 400 + 36 + 40  # kept when large enough; specks never
+    assert not main_regions(np.zeros((8, 8), dtype=bool)).any()
 
 
 def test_boxes_cover_the_sweep_over_a_window_and_have_a_minimum_size():

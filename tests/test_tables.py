@@ -393,7 +393,7 @@ def test_budget_footnote_lists_each_methods_runs(tmp_path):
     assert "Training budget per run: optimiser steps × data per step (learning rate, trainable parameters)." in notes
     assert "motionbooth: subject+video 300 steps × (5–10 images + 1 clip) (lr 5e-6, 1.59 B params)" in notes
     assert "dualreal: joint 1000 steps: 500 × 1 image, 500 × 3 clips (lr 0.001, 335.6 M params)" in notes
-    assert "cogvideox: no training" in notes and "lora:" not in notes
+    assert "cogvideox: no training" in notes and "lora: not recorded" in notes
     assert "dreamvideo: identity 1000 steps × 4 images" in render_table(load_records(runs), format="latex", n_boot=0)
     agg = aggregate(load_records(runs), n_boot=0).set_index("method")
     assert agg.loc["cogvideox", "training_budget"] == "no training" and pd.isna(agg.loc["lora", "training_budget"])

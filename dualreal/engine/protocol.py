@@ -217,13 +217,16 @@ class CustomizationMethod(ABC):
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         """Generate one video for ``prompt`` with ``seed``; deterministic on CPU for a given seed."""
 
-    def training_budget(self) -> list[TrainingRun]:
+    def training_budget(self) -> list[TrainingRun] | None:
         """The training budget of the last :meth:`fit`, one :class:`TrainingRun` per run; ``[]`` for
         a method that learns nothing. The run loop copies it into every record. It may depend on the
         case (e.g. how many identity images a step can take); before :meth:`fit` a method gives the
         configured budget, or raises ``RuntimeError`` when it needs the fitted model to count.
+
+        The default: ``[]`` when :attr:`trainable` is false, else ``None`` — a trainable method that
+        does not report its budget (tables then say "not recorded", never "no training").
         """
-        return []
+        return None if self.trainable else []
 
     def preservation_clip_count(self) -> int:
         """How many clips of other motions the method wants in :attr:`CaseData.preservation_clips`
