@@ -4,9 +4,11 @@ MotionBooth trains with a segmentation mask per subject image (its subject-regio
 subject-token attention loss both need one). No segmentation model can be downloaded here, so the
 sources are, in order (docs/BASELINES.md, "MotionBooth-style"):
 
-1. ``data`` — masks shipped with the case: ``case.identity_masks``, one ``(H, W)`` tensor per
-   identity image (bool, or uint8/float where > 0 marks the subject), when the decoded case
-   carries them. The ``dualreal-bench`` identities ship none (their PNGs are fully opaque).
+1. ``data`` — masks shipped with the identity: an identity folder's ``masks/`` (one mask per image,
+   same stems; :func:`benchmark.data.list_identity_masks`) reaches
+   :attr:`~dualreal.engine.protocol.CaseData.identity_masks`, one ``(H, W)`` tensor per identity image
+   (bool, or uint8/float where > 0 marks the subject). The ``dualreal-bench`` identities ship none
+   (their PNGs are fully opaque), so GrabCut is their fallback.
 2. ``grabcut`` — the classical fallback: OpenCV GrabCut initialised from a centred rectangle
    (``margin`` of the side on each border), 5 iterations; "probably/definitely foreground" pixels
    are the subject. A GrabCut result that is empty (or a degenerate image) falls back to the

@@ -6,6 +6,7 @@ Two folder kinds make a benchmark case:
 
     dog/
       images/00.jpg 01.JPG 02.png ...   (or the images directly in dog/)
+      masks/00.png 01.png 02.png ...    optional: a subject mask per image, same stems (white = subject)
       prompts.txt        optional: one line per image ("dog *"), or a single line for all
       eval_prompts.txt   optional: evaluation prompts, one per line
 
@@ -42,6 +43,7 @@ __all__ = [
     "IdentityFolder",
     "MotionFolder",
     "list_identity_images",
+    "list_identity_masks",
     "load_identity",
     "load_motion",
     "read_lines",
@@ -207,6 +209,7 @@ class IdentityFolder:
         prompts: one training prompt per image (``"dog *"``).
         class_word: the class noun (``"dog"``, ``"plushie bear"``).
         eval_prompts: lines of ``eval_prompts.txt``; empty when the file is absent.
+        masks: one mask file per image (same order), when the folder has ``masks/``; else ``None``.
     """
 
     path: Path
@@ -215,6 +218,7 @@ class IdentityFolder:
     prompts: list[str]
     class_word: str
     eval_prompts: list[str] = field(default_factory=list)
+    masks: list[Path] | None = None
 
 
 def list_identity_images(path: str | os.PathLike) -> list[Path]:
@@ -238,6 +242,32 @@ def list_identity_images(path: str | os.PathLike) -> list[Path]:
     return images
 
 
+def list_identity_masks(folder: Path, images: list[Path]) -> list[Path] | None:
+    """The subject masks of an identity folder: ``folder/masks/<stem>.<image extension>`` for every
+    image, in the images' order; ``None`` when there is no ``masks/`` folder.
+
+    Raises:
+        DataError: ``masks/`` without a mask for some image, with a mask for no image, or with two
+            masks for one stem (the message names them).
+    """
+    masks_dir = folder / "masks"
+    if not masks_dir.is_dir():
+        return None
+    found = _list_media(masks_dir, IMAGE_EXTENSIONS)
+    by_stem: dict[str, Path] = {}
+    for m in found:
+        if m.stem in by_stem:
+            raise DataError(f"{masks_dir}: two masks for {m.stem!r} ({by_stem[m.stem].name}, {m.name})")
+        by_stem[m.stem] = m
+    stems = [img.stem for img in images]
+    missing = [s for s in stems if s not in by_stem]
+    extra = sorted(set(by_stem) - set(stems))
+    if missing or extra:
+        parts = ([f"no mask for {', '.join(missing)}"] if missing else []) + ([f"masks without an image: {', '.join(extra)}"] if extra else [])
+        raise DataError(f"{masks_dir}: {'; '.join(parts)} (masks/ needs one mask per image, same stems)")
+    return [by_stem[s] for s in stems]
+
+
 def load_identity(path: str | os.PathLike, class_word: str | None = None) -> IdentityFolder:
     """List and validate an identity folder (layout in the module docstring).
 
@@ -251,7 +281,8 @@ def load_identity(path: str | os.PathLike, class_word: str | None = None) -> Ide
     Raises:
         DataError: folder missing; no images; ``images/`` present but without images; a symlink
             loop or broken link among the images; ``prompts.txt`` neither one line nor one line
-            per image, or a prompt without the ``*`` token; a text file that is not UTF-8.
+            per image, or a prompt without the ``*`` token; a text file that is not UTF-8; ``masks/``
+            that does not hold one mask per image (:func:`list_identity_masks`).
     """
     folder = _require_folder(Path(os.path.abspath(path)), "identity")
     images = list_identity_images(folder)
@@ -290,6 +321,7 @@ def load_identity(path: str | os.PathLike, class_word: str | None = None) -> Ide
         prompts=prompts,
         class_word=word.strip(),
         eval_prompts=eval_prompts,
+        masks=list_identity_masks(folder, images),
     )
 
 

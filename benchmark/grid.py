@@ -74,6 +74,8 @@ __all__ = [
     "DecodedCase",
     "read_images",
     "reference_images",
+    "read_mask",
+    "preservation_clips",
     "decode_case",
 ]
 
@@ -570,8 +572,88 @@ def reference_images(identity: str | os.PathLike) -> list[torch.Tensor]:
     return read_images(list_identity_images(identity))
 
 
+def read_mask(path: Path, height: int, width: int, size: tuple[int, int]) -> torch.Tensor:
+    """A subject mask file → bool ``(height, width)``, resized and cropped as its image is.
+
+    The file is read as an image and converted to grey with PIL's ``L`` weights (ITU-R 601:
+    ``0.299 R + 0.587 G + 0.114 B``); the subject is where grey > 127.5 after the resize — as
+    MotionBooth reads its masks (``src/datasets/motionbooth.py``: ``convert("L")``, ``> 0.5``).
+
+    Args:
+        size: ``(H, W)`` of the mask's image at native resolution (the mask must have it).
+
+    Raises:
+        DataError: unreadable, or not the size of its image.
+    """
+    mask = read_images([path])[0]
+    if tuple(mask.shape[:2]) != tuple(size):
+        raise DataError(f"{path}: mask is {mask.shape[1]}×{mask.shape[0]}, its image {size[1]}×{size[0]}")
+    grey = (resize_center_crop(mask, height, width).float() * torch.tensor([0.299, 0.587, 0.114])).sum(-1)
+    return grey > 127.5
+
+
+def _decode_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
+    """First ``num_frames`` (cut to 4k+1) of a clip, resized and cropped; DataError naming the file."""
+    try:
+        frames, _ = read_video(path, max_frames=num_frames)
+        frames = select_frames(frames, num_frames)
+    except MediaError as exc:
+        msg = str(exc)
+        raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return resize_center_crop(frames, height, width)
+
+
+def preservation_clips(
+    case: Case, count: int, *, num_frames: int, height: int, width: int
+) -> tuple[list[torch.Tensor], list[str], str]:
+    """``count`` clips of motions other than the case's, for a method's video-preservation loss.
+
+    The pool is every clip of every other motion folder beside the case's (its parent folder's
+    subfolders that :func:`~benchmark.data.load_motion` accepts; others are skipped). ``count``
+    clips are drawn from it without replacement by a generator seeded with the case name (the same
+    clips on every run and every process), and decoded as the case's own clips are.
+
+    Returns:
+        ``(clips, prompts, source)``: uint8 ``(F, height, width, 3)`` clips, their prompts, and the
+        source — ``"<n> clips of other motions: Motion/clip, …"``, or why there are none
+        (``clips`` empty).
+
+    Raises:
+        DataError: an unreadable chosen clip.
+    """
+    import random
+    import zlib
+
+    here = case.motion.resolve()
+    pool: list[tuple[MotionFolder, int]] = []
+    siblings = sorted((p for p in case.motion.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.name)
+    for folder in siblings:
+        if folder.resolve() == here:
+            continue
+        try:
+            motion = load_motion(folder)
+        except DataError:
+            continue  # not a motion folder
+        pool += [(motion, i) for i in range(len(motion.clips))]
+    if not pool:
+        return [], [], f"no other motion folder beside {case.motion}"
+    rng = random.Random(zlib.crc32(case.name.encode("utf-8")))
+    chosen = rng.sample(pool, min(count, len(pool)))
+    clips = [_decode_clip(m.clips[i], num_frames, height, width) for m, i in chosen]
+    prompts = [m.prompts[i] for m, i in chosen]
+    names = ", ".join(f"{m.path.name}/{m.clips[i].name}" for m, i in chosen)
+    return clips, prompts, f"{len(clips)} clips of other motions: {names}"
+
+
 def decode_case(
-    case: Case, *, num_frames: int, height: int, width: int, max_clips: int | None = None
+    case: Case,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    max_clips: int | None = None,
+    preservation: int = 0,
 ) -> DecodedCase:
     """Decode a case's files for a run: every image and clip read once.
 
@@ -586,12 +668,17 @@ def decode_case(
         num_frames: frames per motion clip, 4k+1 (49 in the paper).
         height, width: training resolution (480×720 in the paper).
         max_clips: train on the first N motion clips only (default all).
+        preservation: clips of other motions to decode for the method
+            (:meth:`~dualreal.engine.protocol.CustomizationMethod.preservation_clip_count`,
+            :func:`preservation_clips`); 0: none.
 
     Returns:
         :class:`DecodedCase`: ``data`` holds identity images uint8 ``(height, width, 3)``, motion
         clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``, the ref image uint8
-        ``(height, width, 3)`` and one prompt per image / clip; ``reference_images`` the native
-        identity images; ``motion_clips`` every clip path. All on CPU.
+        ``(height, width, 3)`` and one prompt per image / clip, the identity's subject masks
+        (bool ``(height, width)``, when it ships ``masks/``: :func:`read_mask`) and the
+        preservation clips; ``reference_images`` the native identity images; ``motion_clips`` every
+        clip path. All on CPU.
 
     Raises:
         DataError: bad arguments; a folder problem (see :mod:`benchmark.data`); an unreadable
@@ -616,15 +703,15 @@ def decode_case(
         ref = resize_center_crop(read_images([case.ref_image])[0], height, width)
 
     clip_paths = motion.clips[:max_clips] if max_clips is not None else motion.clips
-    clips = []
-    for path in clip_paths:
-        try:
-            frames, _ = read_video(path, max_frames=num_frames)
-            frames = select_frames(frames, num_frames)
-        except MediaError as exc:
-            msg = str(exc)
-            raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-        clips.append(resize_center_crop(frames, height, width))
+    clips = [_decode_clip(path, num_frames, height, width) for path in clip_paths]
+    masks = None
+    if identity.masks is not None:
+        masks = [read_mask(m, height, width, tuple(img.shape[:2])) for m, img in zip(identity.masks, natives)]
+    extra_clips, extra_prompts, extra_source = [], [], ""
+    if preservation:
+        extra_clips, extra_prompts, extra_source = preservation_clips(
+            case, preservation, num_frames=num_frames, height=height, width=width
+        )
 
     data = CaseData(
         name=case.name,
@@ -634,5 +721,9 @@ def decode_case(
         motion_clips=clips,
         motion_prompts=list(motion.prompts[: len(clips)]),
         ref_image=ref,
+        identity_masks=masks,
+        preservation_clips=extra_clips,
+        preservation_prompts=extra_prompts,
+        preservation_source=extra_source,
     )
     return DecodedCase(case=case, data=data, reference_images=natives, motion_clips=list(motion.clips))

@@ -112,6 +112,10 @@ register("lora-paper-merge", "baselines.lora:LoRAMethod", "the paper's LoRA row:
 register("lora-joint", "baselines.lora:LoRAMethod", "one LoRA trained with DualReal's Bernoulli image/clip sampler", combine="joint")
 register("dreamvideo", "baselines.dreamvideo:DreamVideoMethod", "DreamVideo-style: identity and motion adapters trained apart")
 register("motionbooth", "baselines.motionbooth:MotionBoothMethod", "MotionBooth-style: masked + attention losses, flow-box steering")
+register("motionbooth-nobox", "baselines.motionbooth:MotionBoothMethod", "MotionBooth-style without box steering (what steering adds)", box_source="off")
+register("lora-equal", "baselines.lora:LoRAMethod", "lora with DualReal's training budget (500 + 500 steps)", combine="adapters", budget="equal")
+register("dreamvideo-equal", "baselines.dreamvideo:DreamVideoMethod", "dreamvideo with DualReal's training budget", budget="equal")
+register("motionbooth-equal", "baselines.motionbooth:MotionBoothMethod", "motionbooth with DualReal's training budget", budget="equal")
 
 
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

@@ -531,6 +531,7 @@ class _Generator:
             method_cfg["train_steps"] = cfg.train_steps
         self.method = create_method(cfg.method, self.backbone, **method_cfg)
         self.scorer = None
+        self.training_budget: list[dict[str, Any]] | None = None
         if cfg.score:
             self.scorer = make_scorer(metrics=cfg.metrics, weights_dir=cfg.weights_dir,
                                       random_metric_weights=cfg.random_metric_weights, random_arch=cfg.random_arch,
@@ -549,11 +550,16 @@ class _Generator:
     def open_case(self, case: Case, status: Callable[[str], None]) -> float:
         status(f"{case.name}: decoding")
         self.decoded = decode_case(case, num_frames=self.settings.num_frames, height=self.settings.height,
-                                   width=self.settings.width, max_clips=self.cfg.max_clips)
+                                   width=self.settings.width, max_clips=self.cfg.max_clips,
+                                   preservation=self.method.preservation_clip_count())
         status(f"{case.name}: fitting")
         t0 = time.perf_counter()
         self.method.fit(self.decoded.data, self.out / self.name / case.name / "checkpoint", progress=self.progress)
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        runs = self.method.training_budget()
+        #: The method's training budget after this fit (recorded; ``None``: not reported).
+        self.training_budget = None if runs is None else [run.to_dict() for run in runs]
+        return seconds
 
     def references(self, case: Case) -> CaseReferences:
         decoded: DecodedCase = self.decoded
@@ -574,6 +580,7 @@ class _Generator:
             video.frames, video.fps, self.scorer, random_weights=self.backbone.random_weights,
             video=str(mp4.relative_to(self.out)),
             fit_seconds=round(job.fit_seconds or 0.0, 3),
+            training_budget=self.training_budget,
             generate_seconds=round(gen_seconds, 3),
             num_inference_steps=self.settings.num_inference_steps,
             guidance_scale=self.settings.guidance_scale,

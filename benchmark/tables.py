@@ -30,7 +30,8 @@ Formats: ``markdown`` (``**best**``, ``<u>second</u>``), ``latex`` (booktabs; ``
 report``); the terminal rendering lives with the command (:mod:`benchmark.cli`). Cells read
 ``value ±h`` where ``h`` is half the width of the 95 % interval; a cell with a deviation reads
 ``value (Δ ±h)`` with the interval of Δ. Rows computed with any random weights carry a † and a
-footnote.
+footnote. Under every table a footnote lists each method's training budget (:func:`budget_text`,
+from the records' ``training_budget``), so that a row's training steps and data are never hidden.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "aggregate_columns",
     "ABLATION_METHODS",
     "aggregate",
+    "budget_text",
     "bootstrap_ci",
     "rank_marks",
     "load_paper_table",
@@ -85,7 +87,7 @@ def ci_columns() -> list[str]:
 def aggregate_columns() -> list[str]:
     """Column order of :func:`aggregate` (and of ``--format csv``)."""
     return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *TIMING_COLUMNS, "random_weights", "failed",
-            "missing"]
+            "missing", "training_budget"]
 
 
 #: Table 1 row order of the paper (then other methods alphabetically, then ``dualreal``).
@@ -135,6 +137,70 @@ def _truthy(series: pd.Series) -> pd.Series:
         return bool(v)
 
     return series.map(one).astype(bool)
+
+
+def _plural(n: str, word: str) -> str:
+    return f"{n} {word}" if n == "1" else f"{n} {word}s"
+
+
+def _span(values: Iterable[Any], fmt=lambda v: f"{v:g}") -> str:
+    """``"4"`` for one distinct value, ``"3–10"`` for several (budgets that depend on the case)."""
+    uniq = sorted(set(values))
+    return fmt(uniq[0]) if len(uniq) == 1 else f"{fmt(uniq[0])}–{fmt(uniq[-1])}"
+
+
+def _params(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.{2 if unit == 'B' else 1}f} {unit}"
+    return f"{n:g}"
+
+
+def budget_text(budgets: Iterable[Any]) -> str | None:
+    """One line describing a method's training budget from its records' ``training_budget`` fields.
+
+    Per run (in order): ``<name> <steps> steps × <data per step> (lr <lr>, <n> params)`` where the
+    data is ``k images``, ``k clips``, ``(k images + m clips)`` for steps that see both, or
+    ``a × k images, b × m clips`` for a mixed schedule (``a``, ``b``: image and clip steps, expected
+    values for a random sampler). A value that differs between cases shows as a range (``3–10``).
+
+    Args:
+        budgets: the records' ``training_budget`` values (lists of
+            :class:`~dualreal.engine.protocol.TrainingRun` dicts; anything else — a record without
+            the field — is ignored).
+
+    Returns:
+        The line, ``"no training"`` for a method that learns nothing, or ``None`` when no record
+        carries a budget.
+    """
+    lists = [b for b in budgets if isinstance(b, list)]
+    if not lists:
+        return None
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for budget in lists:
+        for run in budget:
+            runs.setdefault(str(run["name"]), []).append(run)
+    if not runs:
+        return "no training"
+    parts = []
+    for name, rs in runs.items():
+        steps = _span(r["steps"] for r in rs)
+        imgs = _span(r["images_per_step"] for r in rs)
+        clips = _span(r["clips_per_step"] for r in rs)
+        first = rs[0]
+        if not first["clip_steps"]:
+            data = f"{steps} steps × {_plural(imgs, 'image')}"
+        elif not first["image_steps"]:
+            data = f"{steps} steps × {_plural(clips, 'clip')}"
+        elif first["image_steps"] == first["clip_steps"] == first["steps"]:
+            data = f"{steps} steps × ({_plural(imgs, 'image')} + {_plural(clips, 'clip')})"
+        else:
+            data = (f"{steps} steps: {_span(r['image_steps'] for r in rs)} × {_plural(imgs, 'image')}, "
+                    f"{_span(r['clip_steps'] for r in rs)} × {_plural(clips, 'clip')}")
+        lr = _span((r["learning_rate"] for r in rs), lambda v: f"{v:g}".replace("e-0", "e-"))
+        params = _span((r["trainable_parameters"] for r in rs), _params)
+        parts.append(f"{name} {data} (lr {lr}, {params} params)")
+    return "; ".join(parts)
 
 
 def bootstrap_ci(case_values: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
@@ -223,6 +289,7 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(low[i]), float(high[i])
         for t in TIMING_COLUMNS:
             row[t] = float(good[t].mean()) if good[t].notna().any() else np.nan
+        row["training_budget"] = budget_text(good["training_budget"]) if "training_budget" in good else None
         rows.append(row)
     out = pd.DataFrame(rows, columns=aggregate_columns())
     return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "missing": "int64", "random_weights": "bool"})
@@ -487,6 +554,10 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
         f"Bold: best, underlined: second best per column (higher is better{'; ' + rules if rules else ''}), "
         "ranked on the displayed values: ties all get the mark, and the next distinct value is second.",
     ]
+    budgets = [(m, by_method.loc[m].get("training_budget")) for m, _ in chosen]
+    if any(isinstance(b, str) for _, b in budgets):  # records of this version: every row's budget, or a gap
+        notes.append("Training budget per run: optimiser steps × data per step (learning rate, trainable parameters).")
+        notes += [f"{m}: {b if isinstance(b, str) else 'not recorded'}" for m, b in budgets]
     if paper:
         p = load_paper_table(table)
         if table == 1:

@@ -26,7 +26,7 @@ from dualreal.adapters import DualRealModel
 from dualreal.config import DualRealConfig
 from dualreal.controller import FixedFusionWeights, StageBlenderController
 from dualreal.engine.image_encoder import ImageConditionedMethod
-from dualreal.engine.protocol import CaseData, GeneratedVideo, GenerationSettings
+from dualreal.engine.protocol import CaseData, GeneratedVideo, GenerationSettings, TrainingRun
 from dualreal.engine.trainer import (
     CONFIG_NAME,
     CaseBatchSource,
@@ -241,6 +241,26 @@ class DualRealMethod(ImageConditionedMethod):
         model.eval()
         self.model = model
         self.case_name = case.name
+
+    def training_budget(self) -> list[TrainingRun]:
+        """One joint run (all adapters and the controller; γ of the steps on clips), or the two
+        isolated runs of ``joint=False``.
+
+        Raises:
+            RuntimeError: :meth:`fit` was not called (the parameters are counted on the fitted model).
+        """
+        self.check_fitted(self.model)
+        cfg = self.config
+        groups = self.model.parameter_groups()
+        count = lambda ps: sum(int(p.numel()) for p in ps)  # noqa: E731
+        common = dict(images_per_step=cfg.identity_batch_size, clips_per_step=cfg.motion_batch_size,
+                      learning_rate=cfg.learning_rate)
+        if cfg.joint:
+            return [TrainingRun.from_schedule("joint", steps=cfg.train_steps, motion_ratio=cfg.motion_ratio,
+                                              trainable_parameters=count(p for ps in groups.values() for p in ps), **common)]
+        return [TrainingRun.from_schedule(kind, steps=cfg.train_steps, motion_ratio=ratio,
+                                          trainable_parameters=count(groups[kind]), **common)
+                for kind, ratio in (("identity", 0.0), ("motion", 1.0))]
 
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         """One video for ``prompt`` with ``seed``; ``extras["controller_trace"]`` holds the fusion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -45,8 +46,17 @@ def test_dropout_replaces_prompt_and_condition_per_sample():
 def test_geometry_half_width_attention_only_identity_and_neutral_at_init(tiny_backbone):
     cfg = DreamVideoConfig().resolve(tiny_backbone)
     assert cfg.bottleneck == 16 and cfg.identity_steps == cfg.motion_steps == 3
-    assert DreamVideoConfig().resolve(type("B", (), {"source": "x", "defaults": {"num_frames": 49}, "dtype": torch.float32,
-                                                     "transformer": tiny_backbone.transformer})()).motion_steps == 3000
+    real = DreamVideoConfig().resolve(type("B", (), {"source": "x", "defaults": {"num_frames": 49}, "dtype": torch.float32,
+                                                     "transformer": tiny_backbone.transformer})())
+    # VGen: subjectLearning step2 1000 steps × 4 images; playingGuitar motionLearning 1000 steps × 2 clips, p_image_zero 0
+    assert (real.identity_steps, real.identity_batch_size, real.motion_steps, real.motion_batch_size) == (1000, 4, 1000, 2)
+    assert (real.text_dropout, real.image_dropout, real.uncond_condition, real.learning_rate) == (0.5, 0.0, "zeros", 1e-5)
+    equal = DreamVideoConfig(budget="equal").resolve(real_backbone := type("B", (), {
+        "source": "x", "defaults": {"num_frames": 49}, "dtype": torch.float32, "transformer": tiny_backbone.transformer})())
+    assert (equal.identity_steps, equal.identity_batch_size, equal.motion_steps, equal.motion_batch_size) == (500, 1, 500, 3)
+    assert DreamVideoConfig(budget="equal", train_steps=10).resolve(real_backbone).motion_steps == 5
+    with pytest.raises(ValueError, match="budget='equal' sets motion_batch_size"):
+        DreamVideoConfig(budget="equal", motion_batch_size=2)
     model = build_dreamvideo_model(tiny_backbone, cfg, condition_dim=64)
     block = model.adapters.blocks[0]
     assert block.identity_ff is None and block.identity_attn.cond is None and block.motion_ff.cond is not None
@@ -68,7 +78,19 @@ def test_dreamvideo_fits_two_isolated_runs_and_generates(tiny_backbone, tmp_path
     method = DreamVideoMethod(tiny_backbone, **opts)
     method.fit(case, tmp_path)
     assert method.last_fit == {"identity": {"resumed": False, "steps": 1}, "motion": {"resumed": False, "steps": 1}}
-    id_keys = set(load_file(str(tmp_path / "identity" / "weights.safetensors")))
+    # the identity adapter takes no part in the motion run: no gradient reaches it, no update changes it
+    saved = load_file(str(tmp_path / "identity" / "weights.safetensors"))  # as the identity run left it
+    identity = dict(method.model.named_parameters())
+    assert all(identity[k].grad is None for k in saved), "a gradient reached the identity adapter in the motion run"
+    assert all(torch.equal(identity[k], saved[k]) for k in saved)
+    assert saved["adapters.blocks.0.identity_attn.up.weight"].abs().sum() > 0  # trained in its own run
+    assert method.identity_batch == 2  # VGen's 4 images per step, capped at the case's 2
+    budget = [r.to_dict() for r in method.training_budget()]
+    assert [(r["name"], r["steps"], r["images_per_step"], r["clips_per_step"]) for r in budget] == [
+        ("identity", 1, 2, 0), ("motion", 1, 0, 1)]
+    n_id = sum(v.numel() for k, v in saved.items())
+    assert budget[0]["trainable_parameters"] == n_id and budget[0]["learning_rate"] == 1e-2
+    id_keys = set(saved)
     mo_keys = set(load_file(str(tmp_path / "motion" / "weights.safetensors")))
     assert id_keys and all(".identity_attn." in k for k in id_keys)
     assert mo_keys and all(".motion_" in k for k in mo_keys) and any(".cond." in k for k in mo_keys)

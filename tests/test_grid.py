@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -343,3 +344,53 @@ def test_decode_case_rejects_bad_geometry():
         decode_case(case, num_frames=8, height=16, width=16)
     with pytest.raises(DataError, match="height=0 must be a positive integer"):
         decode_case(case, num_frames=9, height=0, width=16)
+
+
+def test_identity_masks_reach_case_data_and_must_match_the_images(tmp_path, make_identity, make_motion):
+    from PIL import Image
+
+    ident = make_identity("dog", n=2)  # 24×36 images
+    motion = make_motion("walking", n=1)
+    masks = ident / "masks"
+    masks.mkdir()
+    for i in range(2):
+        arr = np.zeros((24, 36), np.uint8)
+        arr[6:18, 9 + i : 27] = 255  # grey masks, white = subject
+        Image.fromarray(arr).save(masks / f"{i:02d}.png")
+    case = Case("dog__walking", ident, motion, ident / "images" / "00.png", ["dog * walks"], [42], "dog")
+    data = decode_case(case, num_frames=5, height=24, width=36).data
+    assert len(data.identity_masks) == 2 and data.identity_masks[0].dtype == torch.bool
+    expected = torch.zeros(24, 36, dtype=torch.bool)
+    expected[6:18, 10:27] = True
+    assert torch.equal(data.identity_masks[1], expected)  # same size: the mask file as is
+    half = decode_case(case, num_frames=5, height=12, width=18).data.identity_masks[0]  # resized as the image is
+    assert half.shape == (12, 18) and half[6, 9] and not half[0, 0]
+    (masks / "01.png").rename(masks / "07.png")
+    with pytest.raises(DataError, match=r"masks: no mask for 01; masks without an image: 07"):
+        decode_case(case, num_frames=5, height=24, width=36)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / "01.png")
+    (masks / "07.png").unlink()
+    with pytest.raises(DataError, match=r"01\.png: mask is 10×10, its image 36×24"):
+        decode_case(case, num_frames=5, height=24, width=36)
+    shutil.rmtree(masks)
+    assert decode_case(case, num_frames=5, height=24, width=36).data.identity_masks is None
+
+
+def test_preservation_clips_come_from_other_motions_deterministically(tmp_path, make_identity, make_motion):
+    ident = make_identity("dog", n=1)
+    target = make_motion("walking", n=2)
+    case = Case("dog__walking", ident, target, ident / "images" / "00.png", ["dog * walks"], [42], "dog")
+    alone = decode_case(case, num_frames=5, height=16, width=16, preservation=2).data
+    assert alone.preservation_clips == [] and alone.preservation_source.startswith("no other motion folder beside")
+    make_motion("rowing", n=2, prompt="a person is rowing")
+    make_motion("jumping", n=1, prompt="a person is jumping")
+    (target.parent / "notes").mkdir()  # not a motion folder: skipped
+    data = decode_case(case, num_frames=5, height=16, width=16, preservation=2).data
+    assert len(data.preservation_clips) == 2 and data.preservation_clips[0].shape == (5, 16, 16, 3)
+    assert set(data.preservation_prompts) <= {"a person is rowing", "a person is jumping"}
+    assert data.preservation_source.startswith("2 clips of other motions: ") and "walking" not in data.preservation_source
+    again = decode_case(case, num_frames=5, height=16, width=16, preservation=2).data
+    assert again.preservation_source == data.preservation_source  # seeded by the case name
+    assert decode_case(case, num_frames=5, height=16, width=16).data.preservation_source == ""  # not asked for
+    everything = decode_case(case, num_frames=5, height=16, width=16, preservation=10).data
+    assert len(everything.preservation_clips) == 3  # the whole pool

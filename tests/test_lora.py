@@ -1,4 +1,5 @@
-"""LoRA baselines: adapter arithmetic, the paper's merge, stock-pipeline loading, fit + generate."""
+"""LoRA baselines: adapter arithmetic, the paper's merge, files that carry their own scale (a stock
+pipeline with load_lora_weights alone reproduces the project's pipeline), fit + generate."""
 
 from __future__ import annotations
 
@@ -9,31 +10,32 @@ import torch
 
 from baselines.lora import (
     LORA_WEIGHT_NAME,
+    TARGET_MODULES,
     LoRAMethod,
-    add_lora,
+    check_lora_file,
     load_lora_pipeline,
-    lora_state_dict,
     paper_merge,
     read_lora,
+    read_lora_metadata,
     save_lora,
 )
 from baselines.common import shared_weights_copy
 from _baselines_support import tiny_case
 from dualreal.engine.protocol import GenerationSettings
 
-RANK, ALPHA = 4, 8.0  # alpha != rank: the files carry no alpha, set_adapters must apply alpha / rank
+RANK, ALPHA = 4, 8.0  # alpha != rank: a file without alpha would be loaded at the wrong strength
 SMALL = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
 FAST = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=1, guidance_scale=1.0)
 
 
-def random_lora(transformer, seed: int) -> dict[str, torch.Tensor]:
+def random_lora(transformer, seed: int, rank: int = RANK, targets: tuple[str, ...] = TARGET_MODULES) -> dict[str, torch.Tensor]:
     """A LoRA with random A *and* B for every target layer, in peft key format."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, module in transformer.named_modules():
-        if name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")):
-            out[f"{name}.lora_A.weight"] = torch.randn(RANK, module.in_features, generator=g) * 0.1
-            out[f"{name}.lora_B.weight"] = torch.randn(module.out_features, RANK, generator=g) * 0.1
+        if name.endswith(tuple(f"attn1.{t}" for t in targets)):
+            out[f"{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=g) * 0.1
+            out[f"{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=g) * 0.1
     return out
 
 
@@ -50,14 +52,13 @@ def layer_as_double(pipe, path: str):
 def test_two_adapters_sum_exactly(tiny_backbone, tmp_path):
     tr = tiny_backbone.transformer
     sd_id, sd_mo = random_lora(tr, 1), random_lora(tr, 2)
-    save_lora(tmp_path / "identity", sd_id)
-    save_lora(tmp_path / "motion", sd_mo)
-    w_id, w_mo, scale = 0.7, 1.3, ALPHA / RANK
+    save_lora(tmp_path / "identity", sd_id, rank=RANK, alpha=ALPHA)
+    save_lora(tmp_path / "motion", sd_mo, rank=RANK, alpha=ALPHA)
+    w_id, w_mo, scale = 0.7, 1.3, ALPHA / RANK  # the scale comes from the files' metadata
     pipe = load_lora_pipeline(
         tiny_backbone,
         {"identity": tmp_path / "identity", "motion": tmp_path / "motion"},
         {"identity": w_id, "motion": w_mo},
-        scale=scale,
     )
     assert type(tr.transformer_blocks[0].attn1.to_q) is torch.nn.Linear  # the shared backbone is untouched
     x = torch.randn(5, 32, dtype=torch.float64)
@@ -74,9 +75,9 @@ def test_paper_merge_is_the_keywise_average_not_the_sum(tiny_backbone, tmp_path)
     merged = paper_merge(sd_id, sd_mo)
     for k in sd_id:
         torch.testing.assert_close(merged[k], 0.5 * sd_id[k] + 0.5 * sd_mo[k], rtol=0, atol=0)
-    save_lora(tmp_path / "merged", merged)
+    save_lora(tmp_path / "merged", merged, rank=RANK, alpha=ALPHA)
     assert set(read_lora(tmp_path / "merged")) == {f"transformer.{k}" for k in merged}
-    pipe = load_lora_pipeline(tiny_backbone, {"paper_merge": tmp_path / "merged"}, {"paper_merge": 1.0}, scale=ALPHA / RANK)
+    pipe = load_lora_pipeline(tiny_backbone, {"paper_merge": tmp_path / "merged"}, {"paper_merge": 1.0})
     path = "transformer_blocks.7.attn1.to_k"
     layer = layer_as_double(pipe, path)
     x = torch.randn(3, 32, dtype=torch.float64)
@@ -91,41 +92,74 @@ def test_paper_merge_is_the_keywise_average_not_the_sum(tiny_backbone, tmp_path)
     assert (got - ALPHA / RANK * x @ d_sum.T).abs().max() > 0.1 * (x @ d_sum.T).abs().max()
 
 
-def test_saved_lora_loads_into_a_stock_pipeline_with_the_same_output(tiny_backbone, tmp_path):
+def _stock_pipeline(bb):
     from diffusers import CogVideoXPipeline
-    from safetensors import safe_open
 
-    bb = tiny_backbone
-    trained = shared_weights_copy(bb.transformer)
-    params = add_lora(trained, "identity", rank=RANK, alpha=ALPHA, seed=0)
-    with torch.no_grad():  # a "trained" LoRA: B away from its zero init
-        g = torch.Generator().manual_seed(5)
-        for p in params:
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    trained.eval()
-    save_lora(tmp_path / "identity", lora_state_dict(trained, "identity"))
-    assert [p.name for p in (tmp_path / "identity").iterdir()] == [LORA_WEIGHT_NAME]
-    with safe_open(str(tmp_path / "identity" / LORA_WEIGHT_NAME), "pt") as f:
-        assert not any("alpha" in k for k in f.keys())
+    return CogVideoXPipeline(tokenizer=bb.tokenizer, text_encoder=bb.text_encoder, vae=bb.vae,
+                             transformer=shared_weights_copy(bb.transformer), scheduler=bb.scheduler)
 
-    stock = CogVideoXPipeline(
-        tokenizer=bb.tokenizer, text_encoder=bb.text_encoder, vae=bb.vae,
-        transformer=shared_weights_copy(bb.transformer), scheduler=bb.scheduler,
-    )
-    stock.load_lora_weights(str(tmp_path / "identity"), weight_name=LORA_WEIGHT_NAME, adapter_name="identity", use_safetensors=True)
-    stock.set_adapters(["identity"], [ALPHA / RANK])
 
-    g = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, 3, 4, 8, 12, generator=g)
-    text = torch.randn(1, 32, 32, generator=g)
-    t = torch.tensor([500])
-    rotary = stock._prepare_rotary_positional_embeddings(64, 96, 3, torch.device("cpu"))
+def _forward(transformer, inputs):
+    latents, text, t, rotary = inputs
     with torch.no_grad():
-        want = trained(latents, text, t, image_rotary_emb=rotary, return_dict=False)[0]
-        got = stock.transformer(latents, text, t, image_rotary_emb=rotary, return_dict=False)[0]
-        base = bb.transformer(latents, text, t, image_rotary_emb=rotary, return_dict=False)[0]
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert (got - base).abs().max() > 1e-3
+        return transformer(latents, text, t, image_rotary_emb=rotary, return_dict=False)[0]
+
+
+@pytest.fixture(scope="module")
+def lora_inputs(tiny_backbone):
+    g = torch.Generator().manual_seed(0)
+    rotary = tiny_backbone.pipeline()._prepare_rotary_positional_embeddings(64, 96, 3, torch.device("cpu"))
+    return torch.randn(1, 3, 4, 8, 12, generator=g), torch.randn(1, 32, 32, generator=g), torch.tensor([500]), rotary
+
+
+@pytest.mark.parametrize("rank,alpha,combine", [(4, 16.0, "adapters"), (8, 2.0, "paper-merge"), (2, 2.0, "joint")])
+def test_every_saved_lora_loads_into_a_stock_pipeline_alone_with_the_same_output(tiny_backbone, lora_inputs, tmp_path, rank, alpha, combine):
+    """The file a stock user loads for each variant (the LoRA itself; for ``lora`` the combined
+    sum, for ``lora-paper-merge`` the merge) gives, with ``load_lora_weights`` alone — no
+    ``set_adapters`` — the project's pipeline's output, unfused and fused. (Two of the four
+    projections, to keep peft's injection cheap; the files state their targets too.)"""
+    bb = tiny_backbone
+    targets = ("to_v", "to_out.0")
+    method = LoRAMethod(bb, rank=rank, alpha=alpha, combine=combine, adapter_weights=(0.6, 1.4), target_modules=targets)
+    runs = ["joint"] if combine == "joint" else ["identity", "motion"]
+    for i, run in enumerate(runs):  # "trained" LoRAs: random A and B, saved as training saves them
+        save_lora(tmp_path / run, random_lora(bb.transformer, 10 + i, rank, targets), rank=rank, alpha=alpha, target_modules=targets)
+        assert read_lora_metadata(tmp_path / run)["lora_alpha"] == alpha
+    project = method._inference_pipeline(tmp_path)
+    stock_file = {"adapters": "combined", "paper-merge": "paper_merge", "joint": "joint"}[combine]
+    stock = _stock_pipeline(bb)
+    stock.load_lora_weights(str(tmp_path / stock_file))
+    want, base = _forward(project.transformer, lora_inputs), _forward(bb.transformer, lora_inputs)
+    torch.testing.assert_close(_forward(stock.transformer, lora_inputs), want, rtol=1e-5, atol=1e-5)
+    stock.fuse_lora()
+    torch.testing.assert_close(_forward(stock.transformer, lora_inputs), want, rtol=1e-4, atol=1e-4)
+    assert (want - base).abs().max() > 1e-2  # the LoRAs do something
+    if combine == "adapters":  # and the project's pipeline is the true weighted sum of the two files
+        w, s = method.config.adapter_weights, alpha / rank
+        sd = {r: read_lora(tmp_path / r) for r in runs}
+        path = "transformer_blocks.5.attn1.to_v"
+        ab = lambda run, x: sd[run][f"transformer.{path}.lora_{x}.weight"].double()  # noqa: E731
+        layer = copy.deepcopy(project.transformer.get_submodule(path)).double()
+        base_layer = bb.transformer.get_submodule(path)
+        x = torch.randn(3, base_layer.in_features, dtype=torch.float64)
+        expected = x @ (base_layer.weight.double() + s * (w[0] * ab("identity", "B") @ ab("identity", "A")
+                                                         + w[1] * ab("motion", "B") @ ab("motion", "A"))).T
+        torch.testing.assert_close(layer(x), expected + base_layer.bias.double(), rtol=0, atol=1e-10)
+
+
+def test_files_without_metadata_load_only_when_alpha_is_rank(tiny_backbone, tmp_path):
+    from diffusers import CogVideoXPipeline
+
+    sd = {k: v for k, v in random_lora(tiny_backbone.transformer, 3).items()}
+    CogVideoXPipeline.save_lora_weights(str(tmp_path / "old"), transformer_lora_layers=sd)  # as the previous version wrote
+    assert read_lora_metadata(tmp_path / "old") is None
+    assert check_lora_file(tmp_path / "old", rank=RANK, alpha=RANK) == "alpha=rank"  # diffusers' assumption holds
+    with pytest.raises(ValueError, match="carries no lora_alpha metadata .* alpha/rank = 8.0/4"):
+        check_lora_file(tmp_path / "old", rank=RANK, alpha=ALPHA)
+    save_lora(tmp_path / "new", sd, rank=RANK, alpha=ALPHA)
+    assert check_lora_file(tmp_path / "new", rank=RANK, alpha=ALPHA) == "metadata"
+    with pytest.raises(ValueError, match="metadata says rank 4, alpha 8.0"):
+        check_lora_file(tmp_path / "new", rank=RANK, alpha=4.0)
 
 
 def test_lora_variants_fit_and_generate(tiny_backbone, tmp_path):
@@ -133,7 +167,8 @@ def test_lora_variants_fit_and_generate(tiny_backbone, tmp_path):
     opts = dict(train_steps=1, motion_batch_size=1, rank=RANK)
     lora = LoRAMethod(tiny_backbone, **opts)
     lora.fit(case, tmp_path / "ckpt")
-    assert lora.last_fit == {"identity": {"resumed": False, "steps": 1}, "motion": {"resumed": False, "steps": 1}}
+    assert lora.last_fit == {"identity": {"resumed": False, "steps": 1, "file": "metadata"},
+                             "motion": {"resumed": False, "steps": 1, "file": "metadata"}}
     for run in ("identity", "motion"):
         assert (tmp_path / "ckpt" / run / LORA_WEIGHT_NAME).is_file()
     video = lora.generate("dog * is waving", 42, SMALL)
@@ -145,12 +180,14 @@ def test_lora_variants_fit_and_generate(tiny_backbone, tmp_path):
     merge = LoRAMethod(tiny_backbone, combine="paper-merge", **opts)
     merge.fit(case, tmp_path / "ckpt")
     assert all(r["resumed"] for r in merge.last_fit.values())
-    assert (tmp_path / "ckpt" / "paper_merge" / LORA_WEIGHT_NAME).is_file()
+    written = read_lora(tmp_path / "ckpt" / "paper_merge")  # the authors' key-wise 0.5 merge, by hand
+    ident, motion = read_lora(tmp_path / "ckpt" / "identity"), read_lora(tmp_path / "ckpt" / "motion")
+    assert set(written) == set(ident) and all(torch.equal(written[k], 0.5 * ident[k] + 0.5 * motion[k]) for k in ident)
     assert merge.generate("dog * is waving", 42, FAST).frames.shape == (9, 32, 48, 3)
 
     joint = LoRAMethod(tiny_backbone, combine="joint", **opts)
     joint.fit(case, tmp_path / "joint")
-    assert joint.last_fit == {"joint": {"resumed": False, "steps": 1}}
+    assert joint.last_fit == {"joint": {"resumed": False, "steps": 1, "file": "metadata"}}
     assert joint.generate("dog * is waving", 0, FAST).extras["lora"]["adapters"] == ["joint"]
     assert type(tiny_backbone.transformer.transformer_blocks[0].attn1.to_q) is torch.nn.Linear
 

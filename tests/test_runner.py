@@ -89,6 +89,27 @@ def test_resume_skips_finished_and_retries_failed(tmp_path):
     _assert_complete(tmp_path / "runs", 1, 2)
     row = load_records(tmp_path / "runs").iloc[0]
     assert row["backbone"] == "tiny" and bool(row["random_weights"]) and row["config_hash"]
+    assert row["training_budget"] == []  # cogvideox learns nothing
+
+
+def test_records_carry_the_training_budget_and_methods_get_the_clips_they_ask_for(tmp_path, monkeypatch):
+    import benchmark.runner as runner
+    from baselines.cogvideox import CogVideoXMethod
+    from dualreal.engine.protocol import TrainingRun
+
+    run_budget = TrainingRun.from_schedule("joint", steps=10, motion_ratio=0.5, images_per_step=1, clips_per_step=3,
+                                           learning_rate=1e-3, trainable_parameters=123)
+    monkeypatch.setattr(CogVideoXMethod, "training_budget", lambda self: [run_budget])
+    monkeypatch.setattr(CogVideoXMethod, "preservation_clip_count", lambda self: 2)
+    asked = []
+    decode = runner.decode_case
+    monkeypatch.setattr(runner, "decode_case", lambda case, **kw: (asked.append(kw["preservation"]), decode(case, **kw))[1])
+    cfg = RunConfig(method="cogvideox", grid=str(_grid(tmp_path, 1, 1)), out=tmp_path / "runs", num_inference_steps=1, score=False)
+    assert run(cfg, log=lambda m: None).done == 1
+    assert asked == [2]
+    (rec,) = load_records(tmp_path / "runs").to_dict("records")
+    assert rec["training_budget"] == [run_budget.to_dict()]
+    assert rec["training_budget"][0]["image_steps"] == rec["training_budget"][0]["clip_steps"] == 5.0
 
 
 def test_kill_minus_9_at_random_moments_then_resume(tmp_path):

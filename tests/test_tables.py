@@ -361,3 +361,39 @@ def test_option_help_texts_end_with_examples():
         info = get_args(hint)[1]
         assert "Example" in info.help, f"--{name} help has no example"
     assert "Examples:" in table_.__doc__
+
+
+# ------------------------------------------------------------------------------------------------
+# Training budgets
+# ------------------------------------------------------------------------------------------------
+
+
+def _run(name, steps, image_steps, clip_steps, images, clips, lr, params):
+    return {"name": name, "steps": steps, "image_steps": image_steps, "clip_steps": clip_steps,
+            "images_per_step": images, "clips_per_step": clips, "learning_rate": lr, "trainable_parameters": params}
+
+
+def test_budget_footnote_lists_each_methods_runs(tmp_path):
+    from benchmark.tables import budget_text
+
+    dv = [_run("identity", 1000, 1000.0, 0.0, 4, 0, 1e-5, 396_595_200), _run("motion", 1000, 0.0, 1000.0, 0, 2, 1e-5, 1_057_640_448)]
+    runs = tmp_path / "runs"
+    for i, (case, images) in enumerate([("a__x", 10), ("b__y", 5)]):  # MotionBooth's images per step depend on the case
+        mb = [_run("subject+video", 300, 300.0, 300.0, images, 1, 5e-6, 1_585_446_912)]
+        write_record(runs, record("motionbooth", case, 0, clip_t=0.3, training_budget=mb))
+        write_record(runs, record("dreamvideo", case, 0, clip_t=0.3, training_budget=dv))
+        write_record(runs, record("dualreal", case, 0, clip_t=0.3, training_budget=[
+            _run("joint", 1000, 500.0, 500.0, 1, 3, 1e-3, 335_614_983)]))
+        write_record(runs, record("cogvideox", case, 0, clip_t=0.3, training_budget=[]))
+        write_record(runs, record("lora", case, 0, clip_t=0.3))  # a record of the previous version: no budget
+    assert budget_text([dv, dv]) == ("identity 1000 steps × 4 images (lr 1e-5, 396.6 M params); "
+                                     "motion 1000 steps × 2 clips (lr 1e-5, 1.06 B params)")
+    md = render_table(load_records(runs), format="markdown", n_boot=0)
+    notes = md.split("\n\n")[-1]
+    assert "Training budget per run: optimiser steps × data per step (learning rate, trainable parameters)." in notes
+    assert "motionbooth: subject+video 300 steps × (5–10 images + 1 clip) (lr 5e-6, 1.59 B params)" in notes
+    assert "dualreal: joint 1000 steps: 500 × 1 image, 500 × 3 clips (lr 0.001, 335.6 M params)" in notes
+    assert "cogvideox: no training" in notes and "lora: not recorded" in notes
+    assert "dreamvideo: identity 1000 steps × 4 images" in render_table(load_records(runs), format="latex", n_boot=0)
+    agg = aggregate(load_records(runs), n_boot=0).set_index("method")
+    assert agg.loc["cogvideox", "training_budget"] == "no training" and pd.isna(agg.loc["lora", "training_budget"])

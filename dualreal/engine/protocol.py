@@ -12,7 +12,7 @@ read files and never depend on the benchmark package.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ import torch
 
 from dualreal.engine.config import MethodConfig
 
-__all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "CustomizationMethod", "frames_to_uint8"]
+__all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "TrainingRun", "CustomizationMethod", "frames_to_uint8"]
 
 
 def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,14 @@ class CaseData:
         motion_prompts: one prompt per clip (``"a person is playing guitar"``).
         ref_image: uint8 ``(H, W, 3)``: the identity reference image that conditions the motion
             adapter at inference (``ref_image`` of cases.json).
+        identity_masks: one bool ``(H, W)`` subject mask per identity image (same order and size),
+            when the identity folder ships ``masks/``; ``None`` otherwise.
+        preservation_clips: uint8 ``(F, H, W, 3)`` clips of *other* motions than the case's, for
+            methods that keep general video ability with them (MotionBooth's video-preservation
+            loss); filled only when the method asks (:meth:`CustomizationMethod.preservation_clip_count`).
+        preservation_prompts: one prompt per preservation clip.
+        preservation_source: where the preservation clips come from (their files), or why there are
+            none (``""``: not asked for).
     """
 
     name: str
@@ -57,6 +65,10 @@ class CaseData:
     motion_clips: list[torch.Tensor]
     motion_prompts: list[str]
     ref_image: torch.Tensor
+    identity_masks: list[torch.Tensor] | None = None
+    preservation_clips: list[torch.Tensor] = field(default_factory=list)
+    preservation_prompts: list[str] = field(default_factory=list)
+    preservation_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,75 @@ class GeneratedVideo:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """The training budget of one run of a method (one adapter, or one joint run): what
+    ``dualbench table`` prints under the table and every record carries (``training_budget``).
+
+    Attributes:
+        name: the run (``"identity"``, ``"motion"``, ``"joint"``).
+        steps: optimiser steps.
+        image_steps: optimiser steps that see identity images — the expected count under a random
+            image / clip sampler (``(1 − γ) · steps``), so it may be fractional.
+        clip_steps: optimiser steps that see motion clips (likewise); a step may see both
+            (MotionBooth accumulates an image batch and a clip into one step).
+        images_per_step: identity images per image step (over all its micro-batches).
+        clips_per_step: motion clips per clip step.
+        learning_rate: the peak learning rate.
+        trainable_parameters: parameters the run updates.
+    """
+
+    name: str
+    steps: int
+    image_steps: float
+    clip_steps: float
+    images_per_step: int
+    clips_per_step: int
+    learning_rate: float
+    trainable_parameters: int
+
+    @classmethod
+    def from_schedule(
+        cls,
+        name: str,
+        *,
+        steps: int,
+        motion_ratio: float,
+        images_per_step: int,
+        clips_per_step: int,
+        learning_rate: float,
+        trainable_parameters: int,
+        paired: bool = False,
+    ) -> TrainingRun:
+        """A run's budget from its schedule.
+
+        Args:
+            steps: optimiser steps.
+            motion_ratio: fraction of the steps on clips (``γ``: 0 identity only, 1 motion only, 0.5
+                DualReal's sampler or an alternating schedule).
+            paired: every step sees an image batch *and* a clip batch (``motion_ratio`` ignored).
+        """
+        if paired:
+            image_steps = clip_steps = float(steps)
+        else:
+            clip_steps = float(motion_ratio) * int(steps)
+            image_steps = int(steps) - clip_steps
+        return cls(
+            name=name,
+            steps=int(steps),
+            image_steps=image_steps,
+            clip_steps=clip_steps,
+            images_per_step=int(images_per_step) if image_steps else 0,
+            clips_per_step=int(clips_per_step) if clip_steps else 0,
+            learning_rate=float(learning_rate),
+            trainable_parameters=int(trainable_parameters),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, field by field."""
+        return asdict(self)
+
+
 class CustomizationMethod(ABC):
     """Base class of every method in the registry.
 
@@ -135,6 +216,22 @@ class CustomizationMethod(ABC):
     @abstractmethod
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         """Generate one video for ``prompt`` with ``seed``; deterministic on CPU for a given seed."""
+
+    def training_budget(self) -> list[TrainingRun] | None:
+        """The training budget of the last :meth:`fit`, one :class:`TrainingRun` per run; ``[]`` for
+        a method that learns nothing. The run loop copies it into every record. It may depend on the
+        case (e.g. how many identity images a step can take); before :meth:`fit` a method gives the
+        configured budget, or raises ``RuntimeError`` when it needs the fitted model to count.
+
+        The default: ``[]`` when :attr:`trainable` is false, else ``None`` — a trainable method that
+        does not report its budget (tables then say "not recorded", never "no training").
+        """
+        return None if self.trainable else []
+
+    def preservation_clip_count(self) -> int:
+        """How many clips of other motions the method wants in :attr:`CaseData.preservation_clips`
+        (0, the default: none; the run loop then decodes none)."""
+        return 0
 
     def check_fitted(self, fitted: Any) -> None:
         """For :meth:`generate`: raise unless ``fitted`` (the state :meth:`fit` sets) is not ``None``.

@@ -193,4 +193,5 @@ def load_finished(
         seconds=float(state.get("seconds", 0.0)),
         resumed=True,
         workdir=workdir,
+        logs=list(state.get("logs", [])),
     )

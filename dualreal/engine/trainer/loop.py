@@ -451,6 +451,7 @@ def train(
             "steps": config.train_steps,
             "kinds": kinds,
             "losses": losses,
+            "logs": logs,  # per step: kind, loss, lr and every extra loss term (e.g. MotionBooth's attention loss)
             "seconds": round(seconds, 3),
             "trainer": config.to_dict(),
             "num_processes": n_proc,
