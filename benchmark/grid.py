@@ -57,7 +57,7 @@ from benchmark.data import (
     load_identity,
     load_motion,
 )
-from benchmark.media import IMAGE_EXTENSIONS, MediaError, read_image, read_video, resize_center_crop, select_frames
+from benchmark.media import IMAGE_EXTENSIONS, MediaError, RESIZE_MODES, read_image, read_video, resize_frames, select_frames
 from dualreal.engine.protocol import CaseData
 
 __all__ = [
@@ -571,26 +571,53 @@ def reference_images(identity: str | os.PathLike) -> list[torch.Tensor]:
 
 
 def decode_case(
-    case: Case, *, num_frames: int, height: int, width: int, max_clips: int | None = None
+    case: Case,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    max_clips: int | None = None,
+    motion_resize: str = "stretch",
+    identity_resize: str = "crop",
 ) -> DecodedCase:
     """Decode a case's files for a run: every image and clip read once.
 
-    Identity images are decoded once at native resolution (kept as the scoring references) and
-    :func:`~benchmark.media.resize_center_crop`-ed to ``(height, width)`` for training; the reference
-    image reuses its decoded identity image when it is one. Motion clips: the first ``num_frames``
-    decoded with :func:`~benchmark.media.read_video`, cut to 4k+1 by
-    :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix), resized.
+    Motion clips: the first ``num_frames`` decoded with :func:`~benchmark.media.read_video`, cut to
+    4k+1 by :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix),
+    brought to ``(height, width)`` by :func:`~benchmark.media.resize_frames`. Identity images are
+    decoded once at native resolution (kept as the scoring references) and resized for training.
+    The reference image stays at native resolution: the reference-image encoder brings it to its own
+    input size (:mod:`dualreal.engine.image_encoder`: 224 × 224 without cropping, as the released
+    inference script reads the image file); it reuses its decoded identity image when it is one.
+
+    Geometry defaults, checked against the DualReal release (``wenc-k/DualReal``, commit 2186cd1):
+
+    * motion clips are **stretched** to the training resolution, nothing cropped:
+      ``train/train_adapter.py`` line 848 reads every motion clip with ``decord.VideoReader(uri,
+      width=720, height=480)``, which resizes each frame to 720 × 480 whatever its aspect ratio
+      (UCF101's 320 × 240 clips are 4:3, widened by 1.125). ``motion_resize="crop"`` keeps the
+      aspect ratio and cuts the centre instead.
+    * identity images are **centre-cropped** to the aspect ratio of the training resolution, then
+      resized. The release's loader stretches them too (line 656, the same ``VideoReader`` call on
+      each identity image stored as a 1-frame video), but its identity data are already 720 × 480
+      crops (the release's ``train/test_data/identity/dog/images/*.png`` and the paper's benchmark
+      identities), for which stretching and cropping are the same resize. For images of another
+      aspect ratio (the built-in sample's square DreamBooth photos) the crop is what the authors'
+      data preparation did to theirs, and it keeps the subject's proportions;
+      ``identity_resize="stretch"`` applies the loader literally.
 
     Args:
         case: from :func:`load_grid`.
         num_frames: frames per motion clip, 4k+1 (49 in the paper).
         height, width: training resolution (480×720 in the paper).
         max_clips: train on the first N motion clips only (default all).
+        motion_resize: ``"stretch"`` (default) or ``"crop"`` (:data:`~benchmark.media.RESIZE_MODES`).
+        identity_resize: ``"crop"`` (default) or ``"stretch"``.
 
     Returns:
         :class:`DecodedCase`: ``data`` holds identity images uint8 ``(height, width, 3)``, motion
         clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``, the ref image uint8
-        ``(height, width, 3)`` and one prompt per image / clip; ``reference_images`` the native
+        ``(H, W, 3)`` at native size and one prompt per image / clip; ``reference_images`` the native
         identity images; ``motion_clips`` every clip path. All on CPU.
 
     Raises:
@@ -604,16 +631,19 @@ def decode_case(
             raise DataError(f"case {case.name}: {label}={value!r} must be a positive integer")
     if max_clips is not None and (not isinstance(max_clips, int) or max_clips < 1):
         raise DataError(f"case {case.name}: max_clips={max_clips!r} must be a positive integer")
+    for label, value in (("motion_resize", motion_resize), ("identity_resize", identity_resize)):
+        if value not in RESIZE_MODES:
+            raise DataError(f"{label} must be one of {', '.join(RESIZE_MODES)}, got {value!r}")
 
     identity = load_identity(case.identity, class_word=case.class_word or None)
     motion = load_motion(case.motion)
 
     natives = read_images(identity.images)
-    images = [resize_center_crop(img, height, width) for img in natives]
+    images = [resize_frames(img, height, width, mode=identity_resize) for img in natives]
     ref_resolved = case.ref_image.resolve()
-    ref = next((img for p, img in zip(identity.images, images) if p.resolve() == ref_resolved), None)
+    ref = next((img for p, img in zip(identity.images, natives) if p.resolve() == ref_resolved), None)
     if ref is None:
-        ref = resize_center_crop(read_images([case.ref_image])[0], height, width)
+        ref = read_images([case.ref_image])[0]
 
     clip_paths = motion.clips[:max_clips] if max_clips is not None else motion.clips
     clips = []
@@ -624,7 +654,7 @@ def decode_case(
         except MediaError as exc:
             msg = str(exc)
             raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-        clips.append(resize_center_crop(frames, height, width))
+        clips.append(resize_frames(frames, height, width, mode=motion_resize))
 
     data = CaseData(
         name=case.name,
