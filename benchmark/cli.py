@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from benchmark.registry import (
     MethodLoadError,
@@ -53,7 +54,7 @@ console = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
