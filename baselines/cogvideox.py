@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from dualreal.engine.errors import finite_latents_callback
 from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings, frames_to_uint8
 
 __all__ = ["CogVideoXMethod", "strip_identity_token", "generate_with_pipeline"]
@@ -29,8 +30,14 @@ def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: Gen
 
     ``None`` geometry in ``settings`` falls back to the backbone's defaults
     (:meth:`~dualreal.engine.protocol.GenerationSettings.geometry`). The generator lives on the CPU
-    so a seed gives the same initial noise on every device. ``kwargs`` go to the pipeline call.
+    so a seed gives the same initial noise on every device. ``kwargs`` go to the pipeline call (a
+    ``callback_on_step_end`` of the caller's runs after the latents' finiteness check).
+
+    Raises:
+        NonFiniteError: NaN/inf latents at a denoising step (named), or NaN/inf frames.
     """
+    kwargs["callback_on_step_end"] = finite_latents_callback(settings.num_inference_steps,
+                                                             kwargs.get("callback_on_step_end"))
     out = pipe(
         prompt=prompt,
         **settings.geometry(backbone),
@@ -52,5 +59,6 @@ class CogVideoXMethod(CustomizationMethod):
 
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         pipe = self.backbone.pipeline()
-        frames = generate_with_pipeline(pipe, self.backbone, strip_identity_token(prompt), seed, settings)
-        return GeneratedVideo(frames=frames, fps=settings.fps)
+        text = strip_identity_token(prompt)
+        frames = generate_with_pipeline(pipe, self.backbone, text, seed, settings)
+        return GeneratedVideo(frames=frames, fps=settings.fps, extras={"prompt_used": text})

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from dualreal.engine.errors import finite_latents_callback
 from dualreal.engine.protocol import GenerationSettings, frames_to_uint8
 
 __all__ = ["DualRealPipeline", "DualRealPipelineOutput", "format_trace", "generate_with_adapters"]
@@ -163,6 +164,11 @@ class DualRealPipeline:
 
         Returns:
             :class:`DualRealPipelineOutput` with uint8 frames ``(F, H, W, 3)`` and the controller trace.
+
+        Raises:
+            ValueError: a bad input (:meth:`check_inputs`).
+            dualreal.engine.errors.NonFiniteError: NaN/inf latents at a denoising step (named) or
+                NaN/inf frames; no video is returned.
         """
         steps = num_inference_steps if num_inference_steps is not None else _DEFAULTS.num_inference_steps
         scale = guidance_scale if guidance_scale is not None else _DEFAULTS.guidance_scale
@@ -198,6 +204,7 @@ class DualRealPipeline:
                     generator=generator,
                     output_type="pt",
                     max_sequence_length=max_sequence_length or int(self.model.transformer.config.max_text_seq_length),
+                    callback_on_step_end=finite_latents_callback(steps),
                 )
         finally:
             self.model.train(was_training)

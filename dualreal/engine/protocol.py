@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from dualreal.engine.config import MethodConfig
+from dualreal.engine.errors import check_finite
 
 __all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "TrainingRun", "CustomizationMethod", "frames_to_uint8"]
 
@@ -31,7 +32,12 @@ def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
     Returns:
         uint8 ``(F, H, W, 3)`` on CPU, rounded to the nearest level.
+
+    Raises:
+        NonFiniteError: a NaN or infinite value (diverged latents decode to NaN, which a cast to
+            uint8 would silently turn into black pixels): the video fails instead.
     """
+    check_finite(frames, "the generated frames")
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
 
 
@@ -107,6 +113,23 @@ class GeneratedVideo:
     frames: torch.Tensor
     fps: int
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse frames the run loop cannot write as they are.
+
+        Raises:
+            NonFiniteError: float frames holding NaN or inf (a diverged method).
+            ValueError: anything but uint8 ``(F, H, W, 3)`` (float frames: convert them with
+                :func:`frames_to_uint8`).
+        """
+        f = self.frames
+        if not isinstance(f, torch.Tensor):
+            raise ValueError(f"GeneratedVideo.frames must be a uint8 tensor (F, H, W, 3), got {type(f).__name__}")
+        if f.is_floating_point():
+            check_finite(f, "the generated frames")
+        if f.dtype != torch.uint8 or f.ndim != 4 or f.shape[-1] != 3 or 0 in f.shape:
+            raise ValueError(f"GeneratedVideo.frames must be uint8 (F, H, W, 3), got {f.dtype} {tuple(f.shape)}"
+                             + (" (convert a pipeline's float output with frames_to_uint8)" if f.is_floating_point() else ""))
 
 
 @dataclass(frozen=True)
