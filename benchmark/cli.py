@@ -29,6 +29,7 @@ from benchmark.registry import (
     load_method_class,
     plugin_problems,
 )
+from benchmark.media import DEGENERATE_RULE
 from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_RANDOM_ARCH
 from benchmark.tables import TableFormat
 
@@ -219,14 +220,12 @@ def run(
         _fail(str(exc))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(
-        f"{method}: {summary.done} done, {summary.skipped} already recorded, {summary.failed} failed "
-        f"({summary.cases} case(s)) → {out}",
-        highlight=False,
-    )
+    _listed("[yellow]waited for locked case(s)[/yellow] (another run into the same --out):", summary.locked, "yellow")
+    _listed(f"[yellow]{len(summary.degenerate)} flagged degenerate[/yellow] (scored; {DEGENERATE_RULE}):",
+            summary.degenerate, "yellow")
+    _listed(f"[red]{summary.failed} failed[/red]:", summary.errors, "red")
+    console.print(summary.text(method, out), highlight=False)
     if summary.failed:
-        for line in summary.errors[:20]:
-            console.print(f"  [red]✗[/red] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -235,12 +234,14 @@ def run(
 # ------------------------------------------------------------------------------------------------
 
 
-def print_results(df, out: Console) -> None:
+def print_results(df, out: Console, *, prompts: Optional[Path] = None) -> None:
     """Per-video rows and the mean as a rich table (labels, arrows and decimals from the metric
-    table), then the notes and the random-weights warning."""
+    table; a mean covering fewer videos than the row's ok count says how many, ``(n=3)``), then the
+    notes, the videos flagged degenerate, how many videos the prompt file matched (when ``prompts``
+    was given), the reference images used and the random-weights warning."""
     from rich.table import Table
 
-    from benchmark.evaluate import summarize
+    from benchmark.evaluate import summarize, summarize_counts
     from benchmark.metrics import METRICS
 
     metric_cols = [c for c in METRICS if c in df.columns]
@@ -252,14 +253,35 @@ def print_results(df, out: Console) -> None:
     for _, r in df.iterrows():
         status = r["status"] if r["status"] == "ok" else f"[red]failed[/red]: {r['error']}"
         table.add_row(Path(r["video"]).name, *[METRICS[c].format(r[c]) for c in metric_cols], status)
-    means = summarize(df)
-    n_ok = int((df["status"] == "ok").sum())
+    means, counts = summarize(df), summarize_counts(df)
+    ok = df[df["status"] == "ok"]
+    n_ok = len(ok)
     table.add_section()
-    table.add_row(f"[bold]mean ({n_ok} ok of {len(df)})[/bold]", *[METRICS[c].format(means[c]) for c in metric_cols], "")
+    cells = [METRICS[c].format(means[c]) + (f" (n={counts[c]})" if counts[c] != n_ok else "") for c in metric_cols]
+    table.add_row(f"[bold]mean ({n_ok} ok of {len(df)})[/bold]", *cells, "")
     out.print(table)
+    if any(counts[c] != n_ok for c in metric_cols):
+        out.print("[dim](n=…): the videos a mean covers, where a metric is undefined for some (notes below).[/dim]")
     if "metric_notes" in df:
-        for _, r in df[(df["status"] == "ok") & (df["metric_notes"] != "")].iterrows():
+        for _, r in ok[ok["metric_notes"].fillna("") != ""].iterrows():
             out.print(f"[dim]{Path(r['video']).name}: {r['metric_notes']}[/dim]", highlight=False)
+    if "degenerate" in ok and ok["degenerate"].fillna(False).astype(bool).any():
+        flagged = ok[ok["degenerate"].fillna(False).astype(bool)]
+        out.print(f"[yellow]{len(flagged)} of {n_ok} video(s) flagged degenerate[/yellow] (scored and averaged; "
+                  f"{DEGENERATE_RULE}):", highlight=False)
+        for _, r in flagged.iterrows():
+            out.print(f"  [yellow]•[/yellow] {Path(r['video']).name}: {r['degenerate_note']}", highlight=False)
+    if prompts is not None and "prompt_source" in df:
+        matched = int((df["prompt_source"] == "prompts").sum())
+        style = "yellow" if matched < len(df) else "dim"
+        by_name = int((df["prompt_source"] == "file name").sum())
+        out.print(f"[{style}]prompts matched {matched} of {len(df)} videos[/{style}] ({prompts})"
+                  + (f"; {by_name} from file names" if by_name else "")
+                  + ("; the others have no CLIP-T" if matched + by_name < len(df) else ""), highlight=False)
+    refs = sorted({int(v) for v in ok["num_ref_images"].dropna()}) if "num_ref_images" in ok else []
+    if any(refs):
+        out.print(f"[dim]CLIP-I / DINO-I references: {' or '.join(map(str, refs))} image(s) per video[/dim]",
+                  highlight=False)
     if "metric_random_weights" in df and bool(df["metric_random_weights"].fillna(False).astype(bool).any()):
         out.print("[bold red]RANDOM WEIGHTS: these numbers are meaningless (tests / smoke runs only).[/bold red]")
 
@@ -331,7 +353,7 @@ def eval_(
         _fail(str(exc))
     except ValueError as exc:  # bad arguments, an unusable reference folder (DataError, MediaError)
         _fail(str(exc))
-    print_results(df, stdout)
+    print_results(df, stdout, prompts=prompts)
     if out is not None:
         export_records(df, out)
         stdout.print(f"wrote {len(df)} rows to {out}", highlight=False)
@@ -479,13 +501,14 @@ def score(
     _listed(f"[red]{s.missing} missing[/red] (records `missing`; generate them and run this again):", s.missing_videos, "red")
     _listed(f"[red]{s.failed} failed[/red]:", s.errors, "red")
     _listed(f"[yellow]{len(result.flagged)} scored but flagged[/yellow] (geometry_mismatch):", result.flagged, "yellow")
+    _listed(f"[yellow]{len(s.degenerate)} flagged degenerate[/yellow] (scored; {DEGENERATE_RULE}):", s.degenerate, "yellow")
+    _listed("[yellow]waited for locked case(s)[/yellow] (another command into the same --out):", s.locked, "yellow")
     _listed(f"[yellow]{len(result.unexpected)} unexpected file(s) ignored[/yellow] (no manifest row names them):",
             result.unexpected, "yellow")
     console.print(
-        f"{method}: {s.done} scored, {s.skipped} already recorded, {s.missing} missing, {s.failed} failed, "
-        f"{len(result.flagged)} flagged ({s.cases} case(s); expected {result.geometry.text()})"
-        + (f"; {result.not_selected} file(s) of unselected videos ignored" if result.not_selected else "")
-        + f" → {out / method}",
+        s.text(method, out / method, done_word="scored", show_missing=True, counts=(f"{len(result.flagged)} flagged",),
+               detail=f"expected {result.geometry.text()}"
+               + (f"; {result.not_selected} file(s) of unselected videos ignored" if result.not_selected else "")),
         highlight=False,
     )
     if s.missing or s.failed:

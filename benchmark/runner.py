@@ -36,11 +36,13 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from benchmark import __version__
+from benchmark.data import error_line
 from benchmark.grid import Case, DecodedCase, decode_case, filter_cases, load_grid
-from benchmark.media import DECODER, MediaError, frames_sha256, write_video
+from benchmark.media import DECODER, MediaError, degenerate_note, frames_sha256, write_video
 from benchmark.registry import create_method, get_spec
 from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
 from benchmark.store import read_json, record_path, video_path, write_json, write_record
+from dualreal.engine.errors import NonFiniteError
 from dualreal.engine.protocol import GenerationSettings
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "read_record",
     "hash_config",
     "shard_of",
+    "text_encoder_cut_note",
 ]
 
 
@@ -185,7 +188,9 @@ class VideoJob:
         Returns:
             :meth:`base_record` + ``status="ok"``, ``error=None``, ``fields``, ``frames_sha256``
             (:func:`benchmark.media.frames_sha256`), ``num_frames, height, width, fps``, the scores
-            (:meth:`with_scores`) and ``random_weights``.
+            (:meth:`with_scores`; with them ``num_ref_images``), ``degenerate`` and
+            ``degenerate_note`` (:func:`benchmark.media.degenerate_note`, also without a scorer) and
+            ``random_weights``.
         """
         rec = self.base_record()
         rec.update(status="ok", error=None, **fields)
@@ -195,6 +200,9 @@ class VideoJob:
         if scorer is not None:
             rec = self.with_scores(rec, scorer, frames, fps)
             metric_random = bool(rec.get("metric_random_weights", False))
+        else:
+            note = degenerate_note(frames)
+            rec.update(degenerate=bool(note), degenerate_note=note)
         rec["random_weights"] = bool(random_weights or metric_random)
         return rec
 
@@ -212,9 +220,22 @@ class VideoJob:
 
 @dataclass
 class RunSummary:
-    """What :func:`run_jobs` did: ``done`` (ok records written), ``skipped`` (already recorded),
-    ``failed``, ``missing`` (``dualbench score`` only: videos not found), ``cases`` (this rank's),
-    ``errors`` (one line per failure) and ``missing_videos`` (the paths looked for)."""
+    """What :func:`run_jobs` did.
+
+    Attributes:
+        done: ``ok`` records written by this process.
+        skipped: videos already recorded ``ok`` when it started.
+        failed: ``failed`` records written, with one line each in ``errors``.
+        cases: this rank's cases.
+        missing: ``missing`` records (``dualbench score`` only: videos not found), the paths looked
+            for in ``missing_videos``.
+        degenerate: ``ok`` videos flagged degenerate (blank or frozen frames), one line each.
+        locked: cases another process held locked (another run into the same runs folder) when
+            this one reached them; it waited for each (:func:`run_jobs`), one line each naming
+            the holder.
+        by_other: videos of those cases that the other process recorded ``ok`` while this one
+            waited (neither ``done`` nor ``skipped``).
+    """
 
     done: int = 0
     skipped: int = 0
@@ -223,6 +244,29 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     missing: int = 0
     missing_videos: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    by_other: int = 0
+
+    def text(self, method: str, out: Path, *, done_word: str = "done", show_missing: bool = False,
+             counts: tuple[str, ...] = (), detail: str = "") -> str:
+        """The one-line summary, e.g. ``lora: 3 done, 1 already recorded, 2 recorded by another run
+        while this one waited for 1 locked case(s), 0 failed, 1 degenerate (2 case(s)) → runs``.
+
+        The locked, missing and degenerate counts appear only when not zero (``show_missing``:
+        always the missing one); ``counts`` are the caller's, after ``failed``; ``detail`` follows
+        the case count in the brackets.
+        """
+        parts = [f"{self.done} {done_word}", f"{self.skipped} already recorded"]
+        if self.locked:
+            parts.append(f"{self.by_other} recorded by another run while this one waited for "
+                         f"{len(self.locked)} locked case(s)")
+        if self.missing or show_missing:
+            parts.append(f"{self.missing} missing")
+        parts += [f"{self.failed} failed", *counts]
+        if self.degenerate:
+            parts.append(f"{len(self.degenerate)} degenerate")
+        return f"{method}: {', '.join(parts)} ({self.cases} case(s){'; ' + detail if detail else ''}) → {out}"
 
 
 def shard_of(items: list, rank: int, world: int) -> list:
@@ -270,16 +314,41 @@ def _remove_partial_files(case_dir: Path) -> None:
             part.unlink()
 
 
+LOCK_NAME = ".lock"
+
+
 @contextlib.contextmanager
-def _case_lock(folder: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``folder/.lock`` (released by the OS if the process dies)."""
+def _case_lock(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock on ``folder/.lock`` (released by the OS if the process dies).
+
+    Yields True once held — after waiting for another holder when ``wait`` — or, with
+    ``wait=False``, False at once when another process holds it. The holder writes ``pid <n> on
+    <host> since <UTC time>`` into the file, for :func:`_lock_holder`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as fh:
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            fh.truncate(0)
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
+            fh.flush()
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock_holder(folder: Path) -> str:
+    """Who holds ``folder/.lock``, as its holder wrote it (``pid 123 on node7 since …``), or ``another process``."""
+    try:
+        text = (folder / LOCK_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return text.splitlines()[0] if text else "another process"
 
 
 def hash_config(payload: dict[str, Any]) -> str:
@@ -313,6 +382,21 @@ def _settings(cfg: RunConfig, backbone) -> GenerationSettings:
         guidance_scale=cfg.guidance_scale,
         fps=cfg.fps,
     )
+
+
+def text_encoder_cut_note(backbone, prompt: str) -> str:
+    """What the backbone's text encoder did not read of ``prompt`` at generation, or ``""``.
+
+    CogVideoX's pipeline tokenises with ``max_length=max_sequence_length`` and truncation
+    (diffusers ``CogVideoXPipeline._get_t5_prompt_embeds``; the run passes the transformer's
+    ``max_text_seq_length``, 226 on CogVideoX), so a longer prompt is cut without an error.
+
+    Returns:
+        ``"prompt cut to 226 of its 301 T5 tokens at generation"`` (recorded as ``prompt_note``).
+    """
+    limit = backbone.max_text_seq_length
+    n = len(backbone.tokenizer(prompt, add_special_tokens=True).input_ids)
+    return f"prompt cut to {limit} of its {n} T5 tokens at generation" if n > limit else ""
 
 
 def select_cases(grid: list[Case], *, cases: list[str] | None = None, max_cases: int | None = None,
@@ -395,6 +479,16 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
     re-check what is left, remove temp files of killed processes, :meth:`~VideoProducer.open_case`,
     then per video :meth:`~VideoProducer.produce` and write its record (atomically) and event line.
 
+    A case whose lock another process holds (another run into the same ``out``) is put off until
+    the other cases are done; then this process says so — the case and the holder (``pid 123 on
+    node7 since …``) — and waits for the lock. Videos the other process recorded meanwhile are
+    counted in :attr:`RunSummary.by_other`, the case in :attr:`RunSummary.locked`; anything left is
+    done here.
+
+    An error of one case (``open_case``: a bad file, a diverged training) fails that case's videos;
+    an error of one video (``produce``: NaN latents, an unreadable file) fails that video. Each
+    failure is a record with a one-line error (:func:`benchmark.data.error_line`); the loop goes on.
+
     Args:
         cases: this rank's cases (:func:`select_cases`).
         out: the runs folder.
@@ -427,54 +521,82 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
         if progress is not None:
             progress.update(task, description=f"{method} · {text}")
 
+    def advance(n: int = 1) -> None:
+        if progress is not None:
+            progress.advance(task, n)
+
+    def record(job: VideoJob, rec: dict[str, Any]) -> None:
+        if rec["status"] == "ok":
+            summary.done += 1
+            if rec.get("degenerate"):
+                summary.degenerate.append(f"{job.label}: {rec.get('degenerate_note', '')}")
+        elif rec["status"] == "missing":
+            summary.missing += 1
+            summary.missing_videos.append(rec["error"])
+        else:
+            summary.failed += 1
+            summary.errors.append(rec["error"])
+        write_record(out, rec)
+        _log_event(out, rank, event=rec["status"], method=method, case=job.case.name,
+                   prompt_index=job.prompt_index, seed=job.seed)
+        advance()
+
+    def work(case: Case, todo: list[tuple[int, str, int]]) -> None:
+        """The case's videos still to do, under its lock."""
+        _remove_partial_files(out / method / case.name)
+        jobs = [VideoJob(method=method, case=case, prompt_index=i, prompt=prompt, seed=seed,
+                         config_hash=producer.config_hash, provenance=producer.provenance)
+                for i, prompt, seed in todo]
+        try:
+            fit_seconds = producer.open_case(case, status)
+        except (MediaError, ValueError, OSError, NonFiniteError) as exc:
+            msg = f"{case.name}: {error_line(exc)}"
+            log(f"[red]failed[/red] {msg}")
+            for job in jobs:
+                summary.failed += 1
+                write_record(out, job.failure(msg))
+            summary.errors.append(msg)
+            advance(len(jobs))
+            return
+        status(f"{case.name}: motion reference")
+        references = producer.references(case)
+        for job in jobs:
+            job = replace(job, references=references, fit_seconds=fit_seconds)
+            status(job.label)
+            try:
+                rec = producer.produce(job)
+            except (MediaError, ValueError, RuntimeError, OSError, NonFiniteError) as exc:
+                msg = f"{job.label}: {error_line(exc)}"
+                log(f"[red]failed[/red] {msg}")
+                rec = job.failure(msg)
+            record(job, rec)
+
+    deferred = []
     for case, todo in pending:
         if not todo:
             continue
+        with _case_lock(out / method / case.name, wait=False) as held:
+            if held:
+                todo = todo_of(case)  # another process may have finished some before we got the lock
+                if todo:
+                    work(case, todo)
+                continue
+        deferred.append((case, todo))
+    for case, todo in deferred:
         case_dir = out / method / case.name
+        line = f"{case.name}: locked by another run into {out} ({_lock_holder(case_dir)})"
+        log(f"[yellow]waiting[/yellow] {line}; waiting for it to finish")
+        summary.locked.append(line)
+        status(f"{case.name}: waiting for the other run")
         with _case_lock(case_dir):
-            todo = todo_of(case)  # another process may have finished some while we waited
-            if not todo:
-                continue
-            _remove_partial_files(case_dir)
-            jobs = [VideoJob(method=method, case=case, prompt_index=i, prompt=prompt, seed=seed,
-                             config_hash=producer.config_hash, provenance=producer.provenance)
-                    for i, prompt, seed in todo]
-            try:
-                fit_seconds = producer.open_case(case, status)
-            except (MediaError, ValueError, OSError) as exc:
-                msg = f"{case.name}: {exc}"
-                log(f"[red]failed[/red] {msg}")
-                summary.failed += len(jobs)
-                summary.errors.append(msg)
-                for job in jobs:
-                    write_record(out, job.failure(msg))
-                if progress is not None:
-                    progress.advance(task, len(jobs))
-                continue
-            status(f"{case.name}: motion reference")
-            references = producer.references(case)
-            for job in jobs:
-                job = replace(job, references=references, fit_seconds=fit_seconds)
-                status(job.label)
-                try:
-                    rec = producer.produce(job)
-                except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                    msg = f"{job.label}: {exc.__class__.__name__}: {exc}"
-                    log(f"[red]failed[/red] {msg}")
-                    rec = job.failure(msg)
-                if rec["status"] == "ok":
-                    summary.done += 1
-                elif rec["status"] == "missing":
-                    summary.missing += 1
-                    summary.missing_videos.append(rec["error"])
-                else:
-                    summary.failed += 1
-                    summary.errors.append(rec["error"])
-                write_record(out, rec)
-                _log_event(out, rank, event=rec["status"], method=method, case=case.name,
-                           prompt_index=job.prompt_index, seed=job.seed)
-                if progress is not None:
-                    progress.advance(task)
+            left = todo_of(case)
+            by_other = len(todo) - len(left)
+            summary.by_other += by_other
+            advance(by_other)
+            if by_other:
+                log(f"{case.name}: {by_other} video(s) recorded by the other run meanwhile")
+            if left:
+                work(case, left)
     return summary
 
 
@@ -570,6 +692,7 @@ class _Generator:
         t0 = time.perf_counter()
         video = self.method.generate(job.prompt, job.seed, self.settings)
         gen_seconds = time.perf_counter() - t0
+        prompt_note = text_encoder_cut_note(self.backbone, str(video.extras.get("prompt_used", job.prompt)))
         mp4 = job.video_path(self.out)
         write_video(mp4, video.frames, fps=video.fps)
         if video.extras:
@@ -584,5 +707,6 @@ class _Generator:
             generate_seconds=round(gen_seconds, 3),
             num_inference_steps=self.settings.num_inference_steps,
             guidance_scale=self.settings.guidance_scale,
+            prompt_note=prompt_note,
             **self.backbone.provenance(),
         )
