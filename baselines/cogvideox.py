@@ -13,6 +13,7 @@ import re
 import torch
 
 from dualreal.engine.errors import finite_latents_callback
+from dualreal.engine.prompts import pipeline_prompt_kwargs
 from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings, frames_to_uint8
 
 __all__ = ["CogVideoXMethod", "strip_identity_token", "generate_with_pipeline"]
@@ -30,22 +31,25 @@ def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: Gen
 
     ``None`` geometry in ``settings`` falls back to the backbone's defaults
     (:meth:`~dualreal.engine.protocol.GenerationSettings.geometry`). The generator lives on the CPU
-    so a seed gives the same initial noise on every device. ``kwargs`` go to the pipeline call (a
-    ``callback_on_step_end`` of the caller's runs after the latents' finiteness check).
+    so a seed gives the same initial noise on every device. The prompt and the empty negative
+    prompt are encoded once per process (:func:`dualreal.engine.prompts.pipeline_prompt_kwargs`).
+    ``kwargs`` go to the pipeline call (a ``callback_on_step_end`` of the caller's runs after the
+    latents' finiteness check).
 
     Raises:
         NonFiniteError: NaN/inf latents at a denoising step (named), or NaN/inf frames.
     """
     kwargs["callback_on_step_end"] = finite_latents_callback(settings.num_inference_steps,
                                                              kwargs.get("callback_on_step_end"))
+    text = pipeline_prompt_kwargs(pipe, prompt, guidance_scale=settings.guidance_scale,
+                                  max_sequence_length=backbone.max_text_seq_length)
     out = pipe(
-        prompt=prompt,
+        **text,
         **settings.geometry(backbone),
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type="pt",
-        max_sequence_length=backbone.max_text_seq_length,
         **kwargs,
     ).frames[0]  # (F, 3, H, W) float in [0, 1]
     return frames_to_uint8(out)

@@ -260,11 +260,9 @@ class DreamVideoMethod(ImageConditionedMethod):
         return self.checkpoint_config(exclude=("weights", "uncond_condition", "budget", *other), _run=run)
 
     def _empty_prompt(self) -> torch.Tensor:
-        pipe = self.backbone.pipeline()
-        embeds, _ = pipe.encode_prompt(
-            "", do_classifier_free_guidance=False, max_sequence_length=self.backbone.max_text_seq_length, device=self.backbone.device
-        )
-        return embeds.detach().float().cpu()
+        from dualreal.engine.prompts import prompt_embeddings
+
+        return prompt_embeddings(self.backbone.pipeline(), "", max_sequence_length=self.backbone.max_text_seq_length).float().cpu()
 
     def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:
         """Train (or load) the identity run, then the motion run, into ``workdir/{identity,motion}``.
@@ -284,8 +282,6 @@ class DreamVideoMethod(ImageConditionedMethod):
         encoded = None
         status = {}
         tr = self.backbone.transformer
-        if cfg.gradient_checkpointing:
-            tr.enable_gradient_checkpointing()
         try:
             for kind, ratio, steps in (("identity", 0.0, cfg.identity_steps), ("motion", 1.0, cfg.motion_steps)):
                 folder = workdir / kind
@@ -328,8 +324,6 @@ class DreamVideoMethod(ImageConditionedMethod):
                 status[kind] = {"resumed": done.resumed, "steps": done.steps}
         finally:
             model.identity_enabled = model.motion_enabled = True
-            if cfg.gradient_checkpointing:
-                tr.disable_gradient_checkpointing()
         model.eval()
         self.model = model
         self.ref_embedding = encoder.encode(case.ref_image.unsqueeze(0))

@@ -468,8 +468,6 @@ class LoRAMethod(CustomizationMethod):
             identity_batch_size=cfg.identity_batch_size,
             condition=False,
         )
-        if cfg.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
         return train(
             model,
             {"lora": params},

@@ -295,7 +295,11 @@ class SubjectAttention:
 
     Attributes:
         layers: indices of the blocks whose maps are recorded (``None`` = every block).
-        record: when true, recorded blocks append their subject-token map to :attr:`maps`.
+        record: when true, recorded blocks compute their subject-token map and (with :attr:`store`)
+            append it to :attr:`maps`.
+        store: when false, maps are computed but not kept: set after the forward pass, so that
+            backward's recomputation under gradient checkpointing runs the same operations without
+            keeping a second copy of every map (and of its graph).
         token_mask: float ``(B, n_t)`` weights of the subject tokens per sample (rows summing to 1
             for samples with subject tokens, zeros otherwise); set before a forward pass.
         maps: per recorded block, ``(B, n_v)`` float32: the video-query × text-key attention,
@@ -310,6 +314,7 @@ class SubjectAttention:
 
     layers: list[int] | None = None
     record: bool = False
+    store: bool = True
     token_mask: torch.Tensor | None = None
     maps: list[torch.Tensor] = field(default_factory=list)
     steer: torch.Tensor | None = None
@@ -409,7 +414,9 @@ class SubjectAttnProcessor:
         if c.record and c.token_mask is not None and self._active(c.layers):
             if steer:
                 raise RuntimeError("subject-token maps are recorded in training, steering is applied at inference: not both")
-            c.maps.append(subject_text_share(query[:, :, n_t:], key[:, :, :n_t], c.token_mask, scale).mean(1))
+            amap = subject_text_share(query[:, :, n_t:], key[:, :, :n_t], c.token_mask, scale).mean(1)
+            if c.store:  # computed either way: backward's recomputation must save what the forward saved
+                c.maps.append(amap)
 
         # (b) attention, with the steering biases folded into extra query / key dimensions
         if steer:
@@ -749,8 +756,11 @@ class MotionBoothMethod(CustomizationMethod):
             record = batch.kind == "identity" and cfg.attn_loss_weight > 0
             control.record = record
             control.token_mask = torch.stack([tokens[i] for i in batch.extras["indices"]]).to(noisy.device) if record else None
-            return m(hidden_states=noisy, encoder_hidden_states=batch.prompt_embeds, timestep=timesteps,
-                     image_rotary_emb=rotary, return_dict=False)[0]
+            control.store = True
+            out = m(hidden_states=noisy, encoder_hidden_states=batch.prompt_embeds, timestep=timesteps,
+                    image_rotary_emb=rotary, return_dict=False)[0]
+            control.store = False  # backward's recomputation (gradient checkpointing) keeps no maps
+            return out
 
         def loss(ctx):
             if ctx.batch.kind == "motion":
@@ -774,8 +784,6 @@ class MotionBoothMethod(CustomizationMethod):
             control.reset()
             return cfg.attn_loss_weight * attention_bce_loss(amap, m.unsqueeze(1).to(amap.device))
 
-        if cfg.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
         try:
             return train(
                 model,
@@ -792,7 +800,7 @@ class MotionBoothMethod(CustomizationMethod):
                 progress=progress,
             )
         finally:
-            control.record = False
+            control.record, control.store = False, True
             control.reset()
 
     def fit(self, case: CaseData, workdir: Path, *, progress: Any | None = None) -> None:

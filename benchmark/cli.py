@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from benchmark.registry import (
     MethodLoadError,
@@ -30,7 +31,7 @@ from benchmark.registry import (
     plugin_problems,
 )
 from benchmark.media import DEGENERATE_RULE
-from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_RANDOM_ARCH
+from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH
 from benchmark.tables import TableFormat
 
 app = typer.Typer(
@@ -54,7 +55,7 @@ console = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -86,9 +87,8 @@ RandomWeightsOption = Annotated[Optional[bool], typer.Option(
 RandomArchOption = Annotated[str, typer.Option(
     "--random-arch", help="With random metric weights: 'small' same-family encoders (fast on CPU) or the 'full' architectures.")]
 DdPadOption = Annotated[int, typer.Option(
-    "--dd-pad-multiple", help="RAFT input padding for dynamic degree: 8 (VBench) or 16 (the authors' script).")]
-#: Defaults of the shared options (the scorer's own).
-DEFAULT_DD_PAD_MULTIPLE = 8
+    "--dd-pad-multiple", help="RAFT input padding for dynamic degree: 16 (the authors' evaluation, behind Table 1's "
+    "values; default) or 8 (VBench). They differ on sizes such as 720×404 (docs/METRICS.md).")]
 
 
 def _metric_options(metrics: Optional[str], weights_dir: Optional[Path], random_weights: Optional[bool],
@@ -141,16 +141,37 @@ ExpectedBackboneOption = Annotated[str, typer.Option(
 # ------------------------------------------------------------------------------------------------
 
 
-def _resolve_method(name: str) -> None:
+def _resolve_method(name: str) -> type:
     """Fail now, with one clear line, when ``name`` cannot be run (unknown, or a plugin that does not
-    import or is not a method class); warn when an installed plugin's entry point of that name is ignored."""
+    import or is not a method class); warn when an installed plugin's entry point of that name is ignored.
+    Returns the method class."""
     try:
-        load_method_class(get_spec(name))
+        cls = load_method_class(get_spec(name))
     except (UnknownMethodError, MethodLoadError) as exc:
         _fail(str(exc))
     for problem in plugin_problems():
         if f"{name!r}" in problem:
             console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False, soft_wrap=True)
+    return cls
+
+
+def _method_options(method_class: type, texts: Optional[list[str]]) -> dict:
+    """``--method-option KEY=VALUE`` (repeatable) → the typed options of the method's config
+    (:meth:`dualreal.engine.config.MethodConfig.parse_options`); fails with the valid keys, or the
+    field and its expected type, before anything is loaded."""
+    raw: dict[str, str] = {}
+    for text in texts or []:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            _fail(f"--method-option takes KEY=VALUE, got {text!r}")
+        if key in raw:
+            _fail(f"--method-option {key} is given twice ({raw[key]!r} and {value!r})")
+        raw[key] = value
+    try:
+        return method_class.config_class.parse_options(raw)
+    except ValueError as exc:
+        _fail(f"--method-option: {exc}")
 
 
 @app.command()
@@ -159,7 +180,9 @@ def run(
                                         "plugins included) or a plugin target package.module:Class.")] = "dualreal",
     grid: GridOption = "smoke",
     data_root: DataRootOption = None,
-    backbone: Annotated[str, typer.Option(help="`tiny` (random weights, CPU), a CogVideoX folder, or a hub id such as THUDM/CogVideoX-5b.")] = "tiny",
+    backbone: Annotated[str, typer.Option(help="`tiny` (random weights, CPU), `cogvideox-5b-random` / `cogvideox-2b-random` "
+                                          "(the published architectures, random weights: a GPU job before any download), "
+                                          "a CogVideoX folder, or a hub id such as THUDM/CogVideoX-5b.")] = "tiny",
     out: Annotated[Path, typer.Option(help="Runs folder: videos, records, checkpoints.")] = Path("runs"),
     frames: FramesOption = None,
     height: HeightOption = None,
@@ -167,7 +190,14 @@ def run(
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 50 real, 10 tiny).")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
     fps: FpsOption = 8,
-    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case (paper: 1000).")] = None,
+    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case (paper: 1000). "
+                                                       "A method without training steps (cogvideox) ignores it, "
+                                                       "with a note in the log and in every record (run_notes).")] = None,
+    method_option: Annotated[Optional[list[str]], typer.Option(
+        "--method-option", help="KEY=VALUE: set any field of the method's config (repeatable), typed by the field "
+        "(bool true/false, int, float, str, none for an optional field, comma-separated tuples): e.g. "
+        "num_groups=2, fixed_weights=0.3,0.7, gradient_checkpointing=false, reference_resize=crop. Checked before "
+        "anything is loaded; recorded (method_options) and hashed into config_hash.")] = None,
     cases: CasesOption = None,
     max_cases: MaxCasesOption = None,
     max_prompts: MaxPromptsOption = None,
@@ -181,6 +211,18 @@ def run(
     dd_pad_multiple: DdPadOption = DEFAULT_DD_PAD_MULTIPLE,
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    allow_large: Annotated[bool, typer.Option(
+        "--allow-large", help="Build the backbone even when the memory check refuses it (a full-size random "
+        "preset on the CPU, or weights larger than the device's free memory).")] = False,
+    motion_resize: Annotated[str, typer.Option(
+        "--motion-resize", help="Motion clips to the training size: 'stretch' (the release's loader: no crop) or "
+        "'crop' (keep the aspect ratio, cut the centre).")] = "stretch",
+    identity_resize: Annotated[str, typer.Option(
+        "--identity-resize", help="Identity images to the training size: 'crop' (centre crop to its aspect "
+        "ratio, as the authors' data were prepared) or 'stretch'.")] = "crop",
+    timestep_spacing: Annotated[str, typer.Option(
+        "--timestep-spacing", help="The sampler's timestep spacing: 'trailing' (DualReal's inference script), "
+        "'leading' or 'linspace'.")] = "trailing",
 ) -> None:
     """Customise METHOD on each case of the grid, generate one mp4 per (prompt, seed), score and record it.
 
@@ -194,14 +236,28 @@ def run(
 
       dualbench run --method my_pkg.my_module:MyMethod --grid smoke      # a method from your own package
 
+      dualbench run --method dualreal --method-option num_groups=2 --method-option reference_resize=crop
+
+      dualbench run --method dualreal --backbone cogvideox-5b-random --device cuda --dtype bf16 --train-steps 2 --steps 4
+
       accelerate launch --num_processes 8 -m benchmark.cli run --method dualreal --grid dualreal50 --data-root DATA --backbone THUDM/CogVideoX-5b --device cuda
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from benchmark.runner import RunConfig, run as run_grid
-    from dualreal.engine.backbone import BackboneError
+    from benchmark.media import RESIZE_MODES
+    from benchmark.runner import RunConfig, check_method_options, run as run_grid
+    from dualreal.engine.backbone import TIMESTEP_SPACINGS, BackboneError
 
-    _resolve_method(method)
+    method_class = _resolve_method(method)
+    options = _method_options(method_class, method_option)
+    try:
+        check_method_options(method, options, train_steps=train_steps)
+    except ValueError as exc:
+        _fail(f"--method-option: {exc}" if method_option else str(exc))
+    for label, value, valid in (("--motion-resize", motion_resize, RESIZE_MODES), ("--identity-resize", identity_resize, RESIZE_MODES),
+                                ("--timestep-spacing", timestep_spacing, TIMESTEP_SPACINGS)):
+        if value not in valid:
+            _fail(f"{label} must be one of {', '.join(valid)}, got {value!r}")
     metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
     cfg = RunConfig(
         method=method, grid=grid, data_root=data_root, backbone=backbone, out=out,
@@ -210,7 +266,9 @@ def run(
         max_cases=max_cases, max_prompts=max_prompts, seeds=_int_list(seeds, "seeds"),
         max_clips=max_clips, score=score, metrics=metric_list,
         weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
-        dd_pad_multiple=dd_pad_multiple, dtype=dtype, device=device,
+        dd_pad_multiple=dd_pad_multiple, dtype=dtype, device=device, method_options=options,
+        allow_large=allow_large, motion_resize=motion_resize, identity_resize=identity_resize,
+        timestep_spacing=timestep_spacing,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:

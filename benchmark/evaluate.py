@@ -24,7 +24,7 @@ from benchmark.data import error_line, load_motion, read_text
 from benchmark.grid import reference_images
 from benchmark.media import VIDEO_EXTENSIONS
 from benchmark.metrics import metric_columns
-from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
+from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
 
 __all__ = [
     "collect_videos",
@@ -129,7 +129,7 @@ def evaluate_paths(
     random_weights: bool = False,
     random_arch: str = DEFAULT_RANDOM_ARCH,
     device: str = "cpu",
-    dd_pad_multiple: int = 8,
+    dd_pad_multiple: int = DEFAULT_DD_PAD_MULTIPLE,
     cache_dir: str | os.PathLike | None = None,
     scorer: Scorer | None = None,
     on_video: Callable[[Path], None] | None = None,

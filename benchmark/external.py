@@ -53,7 +53,7 @@ from benchmark.runner import (
     run_jobs,
     select_cases,
 )
-from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
+from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
 from benchmark.store import export_records, output_format, record_path, video_stem
 from dualreal.engine.backbone import default_geometry
 from dualreal.engine.io import atomic_write_json
@@ -336,7 +336,7 @@ class ScoreConfig:
     weights_dir: Path | None = None
     random_metric_weights: bool | None = None
     random_arch: str = DEFAULT_RANDOM_ARCH
-    dd_pad_multiple: int = 8
+    dd_pad_multiple: int = DEFAULT_DD_PAD_MULTIPLE
     device: str = "cpu"
 
 

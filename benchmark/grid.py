@@ -58,7 +58,7 @@ from benchmark.data import (
     load_motion,
     read_text,
 )
-from benchmark.media import IMAGE_EXTENSIONS, MediaError, read_image, read_video, resize_center_crop, select_frames
+from benchmark.media import IMAGE_EXTENSIONS, MediaError, RESIZE_MODES, read_image, read_video, resize_frames, select_frames
 from dualreal.engine.protocol import CaseData
 
 __all__ = [
@@ -570,8 +570,9 @@ def reference_images(identity: str | os.PathLike) -> list[torch.Tensor]:
     return read_images(list_identity_images(identity))
 
 
-def read_mask(path: Path, height: int, width: int, size: tuple[int, int]) -> torch.Tensor:
-    """A subject mask file → bool ``(height, width)``, resized and cropped as its image is.
+def read_mask(path: Path, height: int, width: int, size: tuple[int, int], mode: str = "crop") -> torch.Tensor:
+    """A subject mask file → bool ``(height, width)``, resized as its image is (``mode``:
+    :func:`~benchmark.media.resize_frames`, the run's ``identity_resize``).
 
     The file is read as an image and converted to grey with PIL's ``L`` weights (ITU-R 601:
     ``0.299 R + 0.587 G + 0.114 B``); the subject is where grey > 127.5 after the resize — as
@@ -586,23 +587,24 @@ def read_mask(path: Path, height: int, width: int, size: tuple[int, int]) -> tor
     mask = read_images([path])[0]
     if tuple(mask.shape[:2]) != tuple(size):
         raise DataError(f"{path}: mask is {mask.shape[1]}×{mask.shape[0]}, its image {size[1]}×{size[0]}")
-    grey = (resize_center_crop(mask, height, width).float() * torch.tensor([0.299, 0.587, 0.114])).sum(-1)
+    grey = (resize_frames(mask, height, width, mode=mode).float() * torch.tensor([0.299, 0.587, 0.114])).sum(-1)
     return grey > 127.5
 
 
-def _decode_clip(path: Path, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """First ``num_frames`` (cut to 4k+1) of a clip, resized and cropped; DataError naming the file."""
+def _decode_clip(path: Path, num_frames: int, height: int, width: int, mode: str) -> torch.Tensor:
+    """First ``num_frames`` (cut to 4k+1) of a clip, brought to ``(height, width)`` by
+    :func:`~benchmark.media.resize_frames` with ``mode``; DataError naming the file."""
     try:
         frames, _ = read_video(path, max_frames=num_frames)
         frames = select_frames(frames, num_frames)
     except MediaError as exc:
         msg = str(exc)
         raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-    return resize_center_crop(frames, height, width)
+    return resize_frames(frames, height, width, mode=mode)
 
 
 def preservation_clips(
-    case: Case, count: int, *, num_frames: int, height: int, width: int
+    case: Case, count: int, *, num_frames: int, height: int, width: int, motion_resize: str = "stretch"
 ) -> tuple[list[torch.Tensor], list[str], str]:
     """``count`` clips of motions other than the case's, for a method's video-preservation loss.
 
@@ -638,7 +640,7 @@ def preservation_clips(
         return [], [], f"no other motion folder beside {case.motion}"
     rng = random.Random(zlib.crc32(case.name.encode("utf-8")))
     chosen = rng.sample(pool, min(count, len(pool)))
-    clips = [_decode_clip(m.clips[i], num_frames, height, width) for m, i in chosen]
+    clips = [_decode_clip(m.clips[i], num_frames, height, width, motion_resize) for m, i in chosen]
     prompts = [m.prompts[i] for m, i in chosen]
     names = ", ".join(f"{m.path.name}/{m.clips[i].name}" for m, i in chosen)
     return clips, prompts, f"{len(clips)} clips of other motions: {names}"
@@ -652,14 +654,34 @@ def decode_case(
     width: int,
     max_clips: int | None = None,
     preservation: int = 0,
+    motion_resize: str = "stretch",
+    identity_resize: str = "crop",
 ) -> DecodedCase:
     """Decode a case's files for a run: every image and clip read once.
 
-    Identity images are decoded once at native resolution (kept as the scoring references) and
-    :func:`~benchmark.media.resize_center_crop`-ed to ``(height, width)`` for training; the reference
-    image reuses its decoded identity image when it is one. Motion clips: the first ``num_frames``
-    decoded with :func:`~benchmark.media.read_video`, cut to 4k+1 by
-    :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix), resized.
+    Motion clips: the first ``num_frames`` decoded with :func:`~benchmark.media.read_video`, cut to
+    4k+1 by :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix),
+    brought to ``(height, width)`` by :func:`~benchmark.media.resize_frames`. Identity images are
+    decoded once at native resolution (kept as the scoring references) and resized for training.
+    The reference image stays at native resolution: the reference-image encoder brings it to its own
+    input size (:mod:`dualreal.engine.image_encoder`: 224 × 224 without cropping, as the released
+    inference script reads the image file); it reuses its decoded identity image when it is one.
+
+    Geometry defaults, checked against the DualReal release (``wenc-k/DualReal``, commit 2186cd1):
+
+    * motion clips are **stretched** to the training resolution, nothing cropped:
+      ``train/train_adapter.py`` line 848 reads every motion clip with ``decord.VideoReader(uri,
+      width=720, height=480)``, which resizes each frame to 720 × 480 whatever its aspect ratio
+      (UCF101's 320 × 240 clips are 4:3, widened by 1.125). ``motion_resize="crop"`` keeps the
+      aspect ratio and cuts the centre instead.
+    * identity images are **centre-cropped** to the aspect ratio of the training resolution, then
+      resized. The release's loader stretches them too (line 656, the same ``VideoReader`` call on
+      each identity image stored as a 1-frame video), but its identity data are already 720 × 480
+      crops (the release's ``train/test_data/identity/dog/images/*.png`` and the paper's benchmark
+      identities), for which stretching and cropping are the same resize. For images of another
+      aspect ratio (the built-in sample's square DreamBooth photos) the crop is what the authors'
+      data preparation did to theirs, and it keeps the subject's proportions;
+      ``identity_resize="stretch"`` applies the loader literally.
 
     Args:
         case: from :func:`load_grid`.
@@ -669,11 +691,13 @@ def decode_case(
         preservation: clips of other motions to decode for the method
             (:meth:`~dualreal.engine.protocol.CustomizationMethod.preservation_clip_count`,
             :func:`preservation_clips`); 0: none.
+        motion_resize: ``"stretch"`` (default) or ``"crop"`` (:data:`~benchmark.media.RESIZE_MODES`).
+        identity_resize: ``"crop"`` (default) or ``"stretch"``.
 
     Returns:
         :class:`DecodedCase`: ``data`` holds identity images uint8 ``(height, width, 3)``, motion
         clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``, the ref image uint8
-        ``(height, width, 3)`` and one prompt per image / clip, the identity's subject masks
+        ``(H, W, 3)`` at native size and one prompt per image / clip, the identity's subject masks
         (bool ``(height, width)``, when it ships ``masks/``: :func:`read_mask`) and the
         preservation clips; ``reference_images`` the native identity images; ``motion_clips`` every
         clip path. All on CPU.
@@ -689,26 +713,30 @@ def decode_case(
             raise DataError(f"case {case.name}: {label}={value!r} must be a positive integer")
     if max_clips is not None and (not isinstance(max_clips, int) or max_clips < 1):
         raise DataError(f"case {case.name}: max_clips={max_clips!r} must be a positive integer")
+    for label, value in (("motion_resize", motion_resize), ("identity_resize", identity_resize)):
+        if value not in RESIZE_MODES:
+            raise DataError(f"{label} must be one of {', '.join(RESIZE_MODES)}, got {value!r}")
 
     identity = load_identity(case.identity, class_word=case.class_word or None)
     motion = load_motion(case.motion)
 
     natives = read_images(identity.images)
-    images = [resize_center_crop(img, height, width) for img in natives]
+    images = [resize_frames(img, height, width, mode=identity_resize) for img in natives]
     ref_resolved = case.ref_image.resolve()
-    ref = next((img for p, img in zip(identity.images, images) if p.resolve() == ref_resolved), None)
+    ref = next((img for p, img in zip(identity.images, natives) if p.resolve() == ref_resolved), None)
     if ref is None:
-        ref = resize_center_crop(read_images([case.ref_image])[0], height, width)
+        ref = read_images([case.ref_image])[0]
 
     clip_paths = motion.clips[:max_clips] if max_clips is not None else motion.clips
-    clips = [_decode_clip(path, num_frames, height, width) for path in clip_paths]
+    clips = [_decode_clip(path, num_frames, height, width, motion_resize) for path in clip_paths]
     masks = None
     if identity.masks is not None:
-        masks = [read_mask(m, height, width, tuple(img.shape[:2])) for m, img in zip(identity.masks, natives)]
+        masks = [read_mask(m, height, width, tuple(img.shape[:2]), identity_resize)
+                 for m, img in zip(identity.masks, natives)]
     extra_clips, extra_prompts, extra_source = [], [], ""
     if preservation:
         extra_clips, extra_prompts, extra_source = preservation_clips(
-            case, preservation, num_frames=num_frames, height=height, width=width
+            case, preservation, num_frames=num_frames, height=height, width=width, motion_resize=motion_resize
         )
 
     data = CaseData(

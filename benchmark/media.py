@@ -31,11 +31,14 @@ __all__ = [
     "FROZEN_MAE",
     "DEGENERATE_RULE",
     "degenerate_note",
-    "resize_center_crop",
+    "RESIZE_MODES",
+    "resize_frames",
     "select_frames",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: How :func:`resize_frames` reaches a size: ``stretch`` (no crop, aspect ratio not kept) or ``crop``.
+RESIZE_MODES = ("stretch", "crop")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".webm", ".mov", ".mkv")
 
 
@@ -345,23 +348,38 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _FILE_SHA[key]
 
 
-def resize_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize so the target is covered (keeping aspect), then centre-crop to ``(height, width)``.
+def resize_frames(frames: torch.Tensor, height: int, width: int, *, mode: str) -> torch.Tensor:
+    """Bring frames to ``(height, width)``: stretched, or covered and centre-cropped.
 
     Args:
         frames: uint8 ``(H, W, 3)`` or ``(F, H, W, 3)``.
+        height, width: the target size.
+        mode: ``"stretch"`` — one resize to exactly ``(height, width)``, aspect ratio not kept,
+            nothing cut (what DualReal's training loader does: ``decord.VideoReader(uri, width,
+            height)``, ``wenc-k/DualReal`` ``train/train_adapter.py`` lines 656 and 848); ``"crop"``
+            — resize so the target is covered, keeping the aspect ratio, then cut the centre
+            ``(height, width)``.
 
     Returns:
-        uint8 of the same rank, spatial size ``(height, width)``; bilinear with antialiasing.
+        uint8 of the same rank, spatial size ``(height, width)``; bilinear with antialiasing
+        (unchanged when already that size).
+
+    Raises:
+        ValueError: an unknown ``mode``.
     """
     import torch.nn.functional as F
 
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     single = frames.ndim == 3
     x = frames[None] if single else frames
     x = x.permute(0, 3, 1, 2).float()
     h, w = x.shape[-2:]
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    if mode == "stretch":
+        nh, nw = height, width
+    else:
+        scale = max(height / h, width / w)
+        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - height) // 2, (nw - width) // 2

@@ -39,8 +39,8 @@ from benchmark import __version__
 from benchmark.data import error_line
 from benchmark.grid import Case, DecodedCase, decode_case, filter_cases, load_grid
 from benchmark.media import DECODER, MediaError, degenerate_note, frames_sha256, write_video
-from benchmark.registry import create_method, get_spec
-from benchmark.scorer import DEFAULT_RANDOM_ARCH, Scorer
+from benchmark.registry import all_specs, create_method, get_spec, load_method_class
+from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
 from benchmark.store import read_json, record_path, video_path, write_json, write_record
 from dualreal.engine.errors import NonFiniteError
 from dualreal.engine.protocol import GenerationSettings
@@ -60,12 +60,30 @@ __all__ = [
     "hash_config",
     "shard_of",
     "text_encoder_cut_note",
+    "check_method_options",
+    "peak_memory",
 ]
 
 
 @dataclass
 class RunConfig:
-    """Everything ``dualbench run`` takes. ``None`` geometry means the backbone's defaults."""
+    """Everything ``dualbench run`` takes. ``None`` geometry means the backbone's defaults.
+
+    Besides the sampler, grid and metric settings (the CLI's options):
+
+    * ``method_options``: typed fields of the method's config (``--method-option KEY=VALUE``,
+      :meth:`~dualreal.engine.config.MethodConfig.parse_options`), checked before any model is
+      loaded (:func:`check_method_options`), recorded in every record and in its ``config_hash``;
+    * ``train_steps``: passed to the method's config; a method whose config has no ``train_steps``
+      (``cogvideox`` trains nothing) ignores it, and says so in the log and in every record's
+      ``run_notes``;
+    * ``allow_large``: build a backbone the memory check refuses
+      (:func:`dualreal.engine.backbone.load_backbone`);
+    * ``motion_resize`` / ``identity_resize``: how training clips and identity images reach the
+      training resolution (:func:`benchmark.grid.decode_case`: the release's stretch for clips,
+      a centre crop for identity images); ``timestep_spacing``: the sampler's (``trailing``, the
+      release's); all three recorded.
+    """
 
     method: str
     grid: str = "smoke"
@@ -88,11 +106,15 @@ class RunConfig:
     metrics: list[str] | None = None
     weights_dir: Path | None = None
     random_metric_weights: bool | None = None
-    dd_pad_multiple: int = 8
+    dd_pad_multiple: int = DEFAULT_DD_PAD_MULTIPLE
     random_arch: str = DEFAULT_RANDOM_ARCH
     dtype: str = "fp32"
     device: str = "cpu"
     method_options: dict[str, Any] = field(default_factory=dict)
+    allow_large: bool = False
+    motion_resize: str = "stretch"
+    identity_resize: str = "crop"
+    timestep_spacing: str = "trailing"
 
 
 @dataclass(frozen=True)
@@ -208,12 +230,15 @@ class VideoJob:
 
     def with_scores(self, record: dict[str, Any], scorer: Scorer, frames: torch.Tensor, fps: float) -> dict[str, Any]:
         """``record`` plus the scorer's values for these frames: every metric column, the metrics'
-        info columns, ``metric_notes`` and provenance, ``score_seconds``. Fields already in the
+        info columns, ``metric_notes`` and provenance, ``score_seconds`` and ``score_peak_memory_gb``
+        (:func:`peak_memory`). Fields already in the
         record (its geometry, ``decoder``) are kept, except the ``metric*`` ones."""
         t0 = time.perf_counter()
-        scores = scorer.score(frames, fps, prompt=self.prompt, ref_images=self.references.ref_images,
-                              dd_ref=self.references.dd_ref)
+        with peak_memory(scorer.device) as peak:
+            scores = scorer.score(frames, fps, prompt=self.prompt, ref_images=self.references.ref_images,
+                                  dd_ref=self.references.dd_ref)
         record["score_seconds"] = round(time.perf_counter() - t0, 3)
+        record["score_peak_memory_gb"] = peak.gb
         record.update({k: v for k, v in scores.items() if k not in record or k.startswith("metric")})
         return record
 
@@ -349,6 +374,86 @@ def _lock_holder(folder: Path) -> str:
     except OSError:
         text = ""
     return text.splitlines()[0] if text else "another process"
+
+
+@dataclass
+class PeakMemory:
+    """What :func:`peak_memory` measured: ``gb`` (GiB, 3 decimals), ``None`` off CUDA."""
+
+    gb: float | None = None
+
+
+@contextlib.contextmanager
+def peak_memory(device: str | torch.device) -> Iterator[PeakMemory]:
+    """The peak CUDA memory allocated by torch on ``device`` while the block runs.
+
+    The counter is reset at entry (``torch.cuda.reset_peak_memory_stats``) and read at exit
+    (``torch.cuda.max_memory_allocated``), so the figure includes what was already resident (the
+    backbone's weights): the memory the phase needs in total. Not measured (``gb = None``) on
+    other devices — a CPU process's resident size mixes in everything else it holds.
+
+    Yields:
+        A :class:`PeakMemory`, filled when the block ends.
+    """
+    device = torch.device(device)
+    out = PeakMemory()
+    if device.type != "cuda" or not torch.cuda.is_available():
+        yield out
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        yield out
+    finally:
+        torch.cuda.synchronize(device)
+        out.gb = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+
+
+def check_method_options(method: str, options: dict[str, Any], *, train_steps: int | None = None
+                         ) -> tuple[dict[str, Any], list[str]]:
+    """Check a run's method options before any model is loaded.
+
+    Args:
+        method: a registry name or plugin target (:func:`benchmark.registry.get_spec`).
+        options: typed config fields (``--method-option``, already parsed by
+            :meth:`~dualreal.engine.config.MethodConfig.parse_options`).
+        train_steps: ``--train-steps``, or None.
+
+    Returns:
+        ``(constructor options, notes)``: the options plus ``train_steps`` when the method's config
+        has that field; otherwise ``--train-steps`` is dropped and a note says so (a method that
+        trains nothing, such as ``cogvideox``, runs as it would without the option).
+
+    Raises:
+        UnknownMethodError, MethodLoadError: the method cannot be found or imported.
+        ValueError: an unknown option (valid ones listed), a bad value or combination (the
+            config's own check), an option that contradicts what the registry name is defined by
+            (``dualreal-groups-2`` with ``num_groups=7``), or ``train_steps`` given both ways with
+            different values.
+    """
+    spec = get_spec(method)
+    config_class = load_method_class(spec).config_class
+    fixed = {k: (spec.overrides[k], v) for k, v in options.items() if k in spec.overrides and spec.overrides[k] != v}
+    if fixed:
+        what = ", ".join(f"{k}={a!r} (asked: {b!r})" for k, (a, b) in fixed.items())
+        others = sorted((s for s in all_specs().values() if s.target == spec.target and s.name != spec.name
+                         and all(s.overrides.get(k, b) == b for k, (_, b) in fixed.items())),
+                        key=lambda s: (len(s.overrides), s.name))
+        hint = f" Use {' or '.join(s.name for s in others[:3])} instead." if others else ""
+        raise ValueError(f"method {spec.name!r} is defined by {what}: a --method-option cannot change what a "
+                         f"registry name stands for.{hint}")
+    merged = dict(options)
+    notes = []
+    if train_steps is not None:
+        if "train_steps" in config_class.field_names():
+            if "train_steps" in options and options["train_steps"] != train_steps:
+                raise ValueError(f"--train-steps {train_steps} and --method-option train_steps={options['train_steps']} differ")
+            merged["train_steps"] = train_steps
+        else:
+            notes.append(f"--train-steps {train_steps} ignored: {spec.name} has no training steps "
+                         f"({config_class.__name__} has no train_steps option)")
+    config_class.from_overrides(**{**spec.overrides, **merged})  # unknown keys, bad values, combinations
+    return merged, notes
 
 
 def hash_config(payload: dict[str, Any]) -> str:
@@ -616,13 +721,18 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
     Raises:
         benchmark.data.DataError / benchmark.grid errors for a bad grid (before any work starts),
         benchmark.registry.UnknownMethodError / MethodLoadError for a method that cannot be found,
-        dualreal.engine.backbone.BackboneError for a backbone that cannot be loaded.
+        ValueError for a bad method option (:func:`check_method_options`, before anything is loaded),
+        dualreal.engine.backbone.BackboneError for a backbone that cannot be loaded (or that the
+        memory check refuses without ``allow_large``).
     """
     name = get_spec(cfg.method).name
+    options, notes = check_method_options(cfg.method, cfg.method_options, train_steps=cfg.train_steps)
+    for note in notes:
+        log(f"[yellow]note:[/yellow] {note}")
     out = Path(cfg.out)
     cases, rank = select_cases(load_grid(cfg.grid, cfg.data_root), cases=cfg.cases, max_cases=cfg.max_cases,
                                max_prompts=cfg.max_prompts, seeds=cfg.seeds)
-    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress)
+    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress, options=options, notes=notes)
     return run_jobs(cases, out=out, method=name, producer=producer, rank=rank, progress=progress, log=log)
 
 
@@ -635,8 +745,11 @@ class _Generator:
     name: str
     out: Path
     progress: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     config_hash: str = ""
     provenance: str = "run"
+    fit_peak_gb: float | None = None
 
     def is_done(self, case: Case, prompt_index: int, seed: int) -> bool:
         return _is_done(record_path(self.out, self.name, case.name, prompt_index, seed))
@@ -646,12 +759,10 @@ class _Generator:
 
         cfg = self.cfg
         device = _device_for_rank(cfg.device)
-        self.backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=device)
+        self.backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=device, allow_large=cfg.allow_large,
+                                      timestep_spacing=cfg.timestep_spacing)
         self.settings = _settings(cfg, self.backbone)
-        method_cfg = dict(cfg.method_options)
-        if cfg.train_steps is not None:
-            method_cfg["train_steps"] = cfg.train_steps
-        self.method = create_method(cfg.method, self.backbone, **method_cfg)
+        self.method = create_method(cfg.method, self.backbone, **self.options)
         self.scorer = None
         self.training_budget: list[dict[str, Any]] | None = None
         if cfg.score:
@@ -664,8 +775,10 @@ class _Generator:
             "backbone": self.backbone.provenance(),
             "settings": asdict(self.settings),
             "grid": cfg.grid,
-            "train_steps": cfg.train_steps,
+            "train_steps": self.options.get("train_steps"),
             "max_clips": cfg.max_clips,
+            "method_options": cfg.method_options,
+            "decode": {"motion_resize": cfg.motion_resize, "identity_resize": cfg.identity_resize},
         }
         self.config_hash = hash_config(hash_payload)
 
@@ -673,11 +786,14 @@ class _Generator:
         status(f"{case.name}: decoding")
         self.decoded = decode_case(case, num_frames=self.settings.num_frames, height=self.settings.height,
                                    width=self.settings.width, max_clips=self.cfg.max_clips,
-                                   preservation=self.method.preservation_clip_count())
+                                   preservation=self.method.preservation_clip_count(),
+                                   motion_resize=self.cfg.motion_resize, identity_resize=self.cfg.identity_resize)
         status(f"{case.name}: fitting")
         t0 = time.perf_counter()
-        self.method.fit(self.decoded.data, self.out / self.name / case.name / "checkpoint", progress=self.progress)
+        with peak_memory(self.backbone.device) as peak:
+            self.method.fit(self.decoded.data, self.out / self.name / case.name / "checkpoint", progress=self.progress)
         seconds = time.perf_counter() - t0
+        self.fit_peak_gb = peak.gb
         runs = self.method.training_budget()
         #: The method's training budget after this fit (recorded; ``None``: not reported).
         self.training_budget = None if runs is None else [run.to_dict() for run in runs]
@@ -690,7 +806,8 @@ class _Generator:
     def produce(self, job: VideoJob) -> dict[str, Any]:
         """Generate → write the mp4 (and the method's extras) → score → the ``ok`` record of ``job``."""
         t0 = time.perf_counter()
-        video = self.method.generate(job.prompt, job.seed, self.settings)
+        with peak_memory(self.backbone.device) as peak:
+            video = self.method.generate(job.prompt, job.seed, self.settings)
         gen_seconds = time.perf_counter() - t0
         prompt_note = text_encoder_cut_note(self.backbone, str(video.extras.get("prompt_used", job.prompt)))
         mp4 = job.video_path(self.out)
@@ -705,8 +822,14 @@ class _Generator:
             fit_seconds=round(job.fit_seconds or 0.0, 3),
             training_budget=self.training_budget,
             generate_seconds=round(gen_seconds, 3),
+            fit_peak_memory_gb=self.fit_peak_gb,
+            generate_peak_memory_gb=peak.gb,
             num_inference_steps=self.settings.num_inference_steps,
             guidance_scale=self.settings.guidance_scale,
             prompt_note=prompt_note,
+            method_options=dict(self.cfg.method_options),
+            motion_resize=self.cfg.motion_resize,
+            identity_resize=self.cfg.identity_resize,
+            run_notes="; ".join(self.notes),
             **self.backbone.provenance(),
         )

@@ -37,16 +37,20 @@ import torch
 from benchmark.encoders import ENCODERS, get_encoder
 from benchmark.media import DECODER, MediaError, degenerate_note, read_video
 from benchmark.metrics import METRICS, OPTIONAL_INPUTS, MetricUndefined, output_columns, resolve_metrics
-from benchmark.metrics.dynamic_degree import TOP_FRACTION
+from benchmark.metrics.dynamic_degree import DEFAULT_PAD_MULTIPLE, PAD_MULTIPLES, TOP_FRACTION
 from dualreal.engine.io import atomic_write_json
 
-__all__ = ["Scorer", "VideoInputs", "DEFAULT_RANDOM_ARCH", "DD_PAD_MULTIPLES", "PROVENANCE_COLUMNS", "motion_reference_cache_file"]
+__all__ = [
+    "Scorer", "VideoInputs", "DEFAULT_RANDOM_ARCH", "DD_PAD_MULTIPLES", "DEFAULT_DD_PAD_MULTIPLE", "PROVENANCE_COLUMNS",
+    "motion_reference_cache_file",
+]
 
 #: ``random_arch`` of every scoring entry point (``Scorer``, ``dualbench run`` / ``eval``): random
 #: weights serve tests and smoke runs, where the narrow same-family encoders are fast on CPU.
 DEFAULT_RANDOM_ARCH = "small"
-#: Valid RAFT input paddings: 8 (VBench) or 16 (the authors' script; docs/METRICS.md).
-DD_PAD_MULTIPLES = (8, 16)
+#: Valid RAFT input paddings (8: VBench, 16: the authors' script) and the default, 16 (docs/METRICS.md).
+DD_PAD_MULTIPLES = PAD_MULTIPLES
+DEFAULT_DD_PAD_MULTIPLE = DEFAULT_PAD_MULTIPLE
 #: Provenance columns of every row.
 PROVENANCE_COLUMNS = ("metric_random_weights", "metric_weights", "decoder")
 
@@ -195,7 +199,7 @@ class Scorer:
             (:func:`benchmark.encoders.resolve_weights`); then the standard caches.
         random_weights: seeded random weights instead (tests, smoke runs; every row says so).
         device: torch device for the encoders (fp32 everywhere).
-        dd_pad_multiple: RAFT input padding, 8 (VBench) or 16 (the authors' script).
+        dd_pad_multiple: RAFT input padding, 16 (the authors' script; default) or 8 (VBench).
         cache_dir: where :meth:`motion_reference_dd` keeps its JSON cache
             (:func:`motion_reference_cache_file`); None → memory only.
         random_arch: with ``random_weights``: ``"small"`` same-family encoders (fast on CPU) or the
@@ -223,7 +227,7 @@ class Scorer:
         weights_dir: str | os.PathLike | None = None,
         random_weights: bool = False,
         device: str | torch.device = "cpu",
-        dd_pad_multiple: int = 8,
+        dd_pad_multiple: int = DEFAULT_DD_PAD_MULTIPLE,
         cache_dir: str | os.PathLike | None = None,
         random_arch: str = DEFAULT_RANDOM_ARCH,
         batch_size: int = 32,

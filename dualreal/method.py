@@ -101,8 +101,6 @@ def train_dualreal(
         ``{"runs": {name: TrainResult}}``.
     """
     tr = backbone.transformer
-    if config.gradient_checkpointing:
-        tr.enable_gradient_checkpointing()
     common = dict(noise_scheduler=backbone.scheduler, model=model, progress=progress, on_step_end=on_step_end)
     runs = {}
     try:
@@ -147,8 +145,6 @@ def train_dualreal(
                     )
     finally:
         model.identity_enabled = model.motion_enabled = True
-        if config.gradient_checkpointing:
-            tr.disable_gradient_checkpointing()
     if not config.joint and workdir is not None:
         state = {
             "finished": True,

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from dualreal.engine.errors import finite_latents_callback
+from dualreal.engine.prompts import pipeline_prompt_kwargs
 from dualreal.engine.protocol import GenerationSettings, frames_to_uint8
 
 __all__ = ["DualRealPipeline", "DualRealPipelineOutput", "format_trace", "generate_with_adapters"]
@@ -158,7 +159,9 @@ class DualRealPipeline:
             num_inference_steps, guidance_scale: ``None`` → :class:`~dualreal.engine.protocol.GenerationSettings`
                 defaults.
             seed / generator: the CPU generator seed (or a generator); same seed → same video on CPU.
-            negative_prompt: the unconditional branch's prompt (default empty).
+            negative_prompt: the unconditional branch's prompt (default empty). The prompt and the
+                negative prompt are encoded once per process and reused
+                (:func:`dualreal.engine.prompts.pipeline_prompt_kwargs`).
             uncond_condition: overrides the pipeline's ``uncond_condition`` for this call.
             max_sequence_length: T5 tokens (default: the transformer's ``max_text_seq_length``).
 
@@ -187,15 +190,20 @@ class DualRealPipeline:
             if cfg and mode == "zeros":
                 cond = torch.cat([torch.zeros_like(cond), cond])  # [unconditional; conditional]
 
-        # 3. Denoise with the stock pipeline, adapters attached, controller traced
+        # 3. Prompt embeddings, once per prompt (the engine's cache: dualreal.engine.prompts)
+        text = pipeline_prompt_kwargs(
+            self.pipe, prompt, guidance_scale=scale, negative_prompt=negative_prompt,
+            max_sequence_length=max_sequence_length or int(self.model.transformer.config.max_text_seq_length),
+        )
+
+        # 4. Denoise with the stock pipeline, adapters attached, controller traced
         trace: list[dict[str, Any]] = []
         was_training = self.model.training
         self.model.eval()
         try:
             with self.model.attached(condition=cond, trace=trace):
                 out = self.pipe(
-                    prompt=prompt,
-                    negative_prompt=negative_prompt,
+                    **text,
                     num_frames=num_frames,
                     height=height,
                     width=width,
@@ -203,13 +211,12 @@ class DualRealPipeline:
                     guidance_scale=scale,
                     generator=generator,
                     output_type="pt",
-                    max_sequence_length=max_sequence_length or int(self.model.transformer.config.max_text_seq_length),
                     callback_on_step_end=finite_latents_callback(steps),
                 )
         finally:
             self.model.train(was_training)
 
-        # 4. Frames and trace
+        # 5. Frames and trace
         frames = frames_to_uint8(out.frames[0])
         controller = "stageblender" if any(True for _ in self.model.controller.parameters()) else "fixed"
         return DualRealPipelineOutput(

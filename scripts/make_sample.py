@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from benchmark.media import read_video, resize_center_crop, write_video
+from benchmark.media import read_video, resize_frames, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = ROOT.parent / "shared" / "data"
@@ -116,7 +116,7 @@ def make_motion(shared: Path, out: Path) -> list[str]:
     for gif, name in WALKING_CLIPS:
         frames, fps = read_video(src / gif)
         keep = ((min(len(frames), MAX_FRAMES) - 1) // 4) * 4 + 1
-        clip = resize_center_crop(frames[:keep], *VIDEO_SIZE)
+        clip = resize_frames(frames[:keep], *VIDEO_SIZE, mode="crop")
         write_video(dst / "videos" / name, clip, fps=fps, crf=VIDEO_CRF)
         listed.append(f"videos/{name}")
         lines.append(f"- `videos/{name}`: `preview/{gif}`, first {keep} of {len(frames)} frames at {fps:g} fps")

@@ -50,9 +50,14 @@ def test_pretrained_folder_round_trip(tmp_path, tiny_backbone):
     bb = tiny_backbone
     pipe = bb.pipeline()
     pipe.save_pretrained(tmp_path / "cog")
+    sched = tmp_path / "cog" / "scheduler" / "scheduler_config.json"
+    sched.write_text(sched.read_text().replace('"trailing"', '"leading"'))  # a folder shipping another spacing
     loaded = load_backbone(str(tmp_path / "cog"))
     assert not loaded.random_weights
     assert loaded.vae.use_slicing and loaded.vae.use_tiling  # "auto": on for every non-tiny backbone
+    # trailing on every backbone, as DualReal's inference script sets it; recorded
+    assert loaded.scheduler.config.timestep_spacing == "trailing"
+    assert loaded.provenance()["scheduler_timestep_spacing"] == "trailing"
     for (n1, p1), (n2, p2) in zip(bb.transformer.state_dict().items(), loaded.transformer.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
     assert loaded.tokenizer("dog *").input_ids == bb.tokenizer("dog *").input_ids

@@ -140,6 +140,8 @@ def test_mixed_precision_rule_and_image_encoder_resolution():
     ]
     assert DualRealConfig().resolve(TINY).image_encoder == "tiny-random"
     assert DualRealConfig().resolve(REAL).image_encoder == "ViT-H-14"
+    preset = SimpleNamespace(**{**vars(REAL), "source": "cogvideox-5b-random", "random_weights": True})
+    assert DualRealConfig().resolve(preset).image_encoder == "ViT-H-14-random"  # runs before any download
     dv = next(c for c in config_classes() if c.__name__ == "DreamVideoConfig")
     real = dv().resolve(REAL)
     assert (real.identity_steps, real.motion_steps, real.bottleneck) == (1000, 1000, 48 * 64 // 2)
@@ -177,6 +179,38 @@ def test_unknown_and_bad_options_name_the_valid_ones():
         TrainingConfig(train_frames=8)
     with pytest.raises(ValueError, match="image_encoder must be one of"):
         ImageConditionedConfig(image_encoder="ViT-L")
+
+
+def test_options_from_text_are_typed_by_their_fields():
+    """``--method-option KEY=VALUE`` text → typed values, for every kind of field the configs have."""
+    lora = next(c for c in config_classes() if c.__name__ == "LoRAConfig")
+    mb = next(c for c in config_classes() if c.__name__ == "MotionBoothConfig")
+    got = DualRealConfig.parse_options({
+        "num_groups": "2", "fusion_scale": "0.3", "joint": "False", "use_controller": "0", "use_8bit_adam": "yes", "reference_resize": "crop",
+        "fixed_weights": "(0.3, 0.7)", "train_steps": "none", "gradient_checkpointing": "off", "image_encoder_path": "/w/x.bin",
+        "max_grad_norm": "None",
+    })
+    assert got == {"num_groups": 2, "fusion_scale": 0.3, "joint": False, "use_controller": False, "use_8bit_adam": True, "reference_resize": "crop",
+                   "fixed_weights": (0.3, 0.7), "train_steps": None, "gradient_checkpointing": False,
+                   "image_encoder_path": "/w/x.bin", "max_grad_norm": None}
+    assert type(got["num_groups"]) is int and type(got["fusion_scale"]) is float
+    assert lora.parse_options({"target_modules": "to_q,to_k", "alpha": "16"}) == {"target_modules": ("to_q", "to_k"), "alpha": 16.0}
+    assert mb.parse_options({"attn_layers": "[0, 5, 41]"}) == {"attn_layers": (0, 5, 41)}
+    DualRealConfig.from_overrides(**got)  # what parse_options gives, the config takes
+    bad = {
+        "num_groups": ("2.5", r"option num_groups: expected int, got '2.5'"),
+        "fusion_scale": ("big", r"option fusion_scale: expected float, got 'big'"),
+        "joint": ("maybe", r"option joint: expected bool \(true/false"),
+        "fixed_weights": ("0.3", r"option fixed_weights: expected tuple\[float, float\] \| None, got '0.3'"),
+        "train_steps": ("ten", r"option train_steps: expected int \| None, got 'ten'"),
+    }
+    for key, (text, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            DualRealConfig.parse_options({key: text})
+    with pytest.raises(ValueError, match=r"unknown DualRealConfig option\(s\) \['num_group'\]; valid options: .*num_groups"):
+        DualRealConfig.parse_options({"num_group": "2"})
+    with pytest.raises(ValueError, match=r"valid options: \(none\)"):
+        MethodConfig.parse_options({"train_steps": "2"})
 
 
 # ------------------------------------------------------------------------------ config.json
@@ -240,27 +274,53 @@ DESCRIBE_CHANGED = {
         "box_min_side": (None, 0.3), "steer_calibration": (None, "text-mass"),
     },
 }
+#: Fields added since the golden files were written, and why a run of that version differs.
+ADDED_SINCE = {
+    # issue 10: the reference image reaches the image encoder as the release does (224×224, no
+    # crop); the old version cropped, so its DualReal / DreamVideo-style runs trained on other
+    # embeddings. FIELDS_ADDED records that old value.
+    "reference_resize": "crop",
+}
 
 
 def test_checkpoint_configs_of_the_previous_format_still_resume(tiny_backbone):
     """The resume check (config_diff) finds no difference with files written before the configs
-    shared a base (tests/golden/configs/README.md), except the changes made on purpose. The backbone
-    fingerprint is left out: it belongs to the tiny preset's weights, not to the config format."""
+    shared a base (tests/golden/configs/README.md) — except the changes made on purpose
+    (:data:`CHANGED_ON_PURPOSE`) and the settings added since (:data:`ADDED_SINCE`), which count with
+    their old value: a DualReal / DreamVideo-style run of that version resumes under
+    ``reference_resize="crop"``, what it was trained with, and is refused under today's default with
+    the field named. The backbone fingerprint is left out: it belongs to the tiny preset's weights,
+    not to the config format."""
+    from dualreal.engine.config import FIELDS_ADDED
+
+    assert FIELDS_ADDED == ADDED_SINCE
+    image_conditioned = {"dualreal", "dualreal-no-joint", "dreamvideo-identity", "dreamvideo-motion"}
     for name, now in _payloads_now(tiny_backbone).items():
         old = json.loads((GOLDEN / f"{name}.json").read_text())
         diff = config_diff(old, now)
         diff.pop("_backbone_fingerprint", None)
-        assert diff == CHANGED_ON_PURPOSE.get(name, {}), f"{name}: {diff}"
+        on_purpose = CHANGED_ON_PURPOSE.get(name, {})
+        if name in image_conditioned:
+            assert diff == {**on_purpose, "reference_resize": ("crop", "stretch")}, name
+            diff = config_diff(old, {**now, "reference_resize": "crop"})
+            diff.pop("_backbone_fingerprint", None)
+        assert diff == on_purpose, f"{name}: {diff}"
+        # a checkpoint written with gradient checkpointing on resumes with it off, and back
+        flipped = {**now, "gradient_checkpointing": not now.get("gradient_checkpointing")}
+        assert "gradient_checkpointing" not in config_diff(now, flipped)
     from dualreal.method import DualRealMethod
 
-    assert DualRealConfig.load(GOLDEN / "dualreal.json") == DualRealMethod(tiny_backbone).config
+    assert DualRealConfig.load(GOLDEN / "dualreal.json") == DualRealMethod(tiny_backbone, reference_resize="crop").config
 
 
 def test_describe_is_unchanged_so_config_hashes_are_kept(tiny_backbone):
+    """``describe()`` of that version is today's minus the fields added since (:data:`ADDED_SINCE`,
+    present only in the image-conditioned methods' configs)."""
     from benchmark.registry import create_method
 
     before = json.loads((GOLDEN / "describe.json").read_text())
     for name, record in before.items():
         now = json.loads(json.dumps(create_method(name, tiny_backbone).describe(), default=str))
         diff = {k: (record.get(k), now.get(k)) for k in sorted({*record, *now}) if record.get(k) != now.get(k)}
-        assert diff == DESCRIBE_CHANGED.get(name, {}), name
+        added = {k: (None, "stretch") for k in ADDED_SINCE if name in ("dualreal", "dreamvideo")}
+        assert diff == {**DESCRIBE_CHANGED.get(name, {}), **added}, name

@@ -19,7 +19,7 @@ from benchmark.grid import (
     list_grids,
     load_grid,
 )
-from benchmark.media import read_video, resize_center_crop
+from benchmark.media import read_video, resize_frames
 from dualreal.engine.protocol import CaseData
 
 # ---------------------------------------------------------------------------------- built-ins
@@ -297,14 +297,15 @@ def test_decode_case_real_dualreal50(fifty):
     # the scoring references: the same files at native resolution (720x480 crops), decoded once
     assert len(decoded.reference_images) == n_images
     assert all(r.shape == (480, 720, 3) for r in decoded.reference_images)
-    assert torch.equal(resize_center_crop(decoded.reference_images[1], 64, 96), data.identity_images[1])
+    assert torch.equal(resize_frames(decoded.reference_images[1], 64, 96, mode="crop"), data.identity_images[1])
     # every clip of the motion folder is the motion reference, in videos.txt order
     assert [p.name for p in decoded.motion_clips] == [Path(line).name for line in (case.motion / "videos.txt").read_text().split()]
     assert all(t.shape == (64, 96, 3) and t.dtype == torch.uint8 for t in data.identity_images)
     assert len(data.motion_clips) == 6 == len(data.motion_prompts)
     assert all(c.shape == (9, 64, 96, 3) and c.dtype == torch.uint8 for c in data.motion_clips)
-    assert data.ref_image.shape == (64, 96, 3) and data.ref_image.dtype == torch.uint8
-    assert torch.equal(data.ref_image, data.identity_images[0])  # ref_image = 00.png, decoded once
+    # the reference image at native size (the image encoder resizes it), decoded once: 00.png
+    assert data.ref_image.shape == (480, 720, 3) and data.ref_image.dtype == torch.uint8
+    assert data.ref_image is decoded.reference_images[0]
 
 
 def test_decode_case_sports_clip_max_clips(fifty):
@@ -323,6 +324,23 @@ def test_decode_case_smoke():
     # the sample clips have 33, 37 and 21 frames: each gives its longest 4k+1 prefix
     assert [c.shape[0] for c in data.motion_clips] == [33, 37, 21]
     assert len(data.identity_images) == 5 and data.identity_prompts == ["dog *"] * 5
+
+
+def test_decode_case_geometry_follows_the_release_by_default(fifty):
+    """Motion clips stretched (the release's loader: no crop), identity images centre-cropped to
+    the training aspect ratio; both switchable, and the switch changes what the model sees."""
+    (case,) = filter_cases(fifty, names=["plushie_panda__*"])  # UCF101 clips: 320×240 (4:3)
+    first_clip = case.motion / (case.motion / "videos.txt").read_text().split()[0]
+    native, _ = read_video(first_clip, max_frames=5)
+    assert native.shape[1:3] == (240, 320)
+    default = decode_case(case, num_frames=5, height=64, width=96, max_clips=1)
+    assert torch.equal(default.data.motion_clips[0], resize_frames(native[:5], 64, 96, mode="stretch"))
+    assert torch.equal(default.data.identity_images[0], resize_frames(default.reference_images[0], 64, 96, mode="crop"))
+    other = decode_case(case, num_frames=5, height=64, width=96, max_clips=1, motion_resize="crop", identity_resize="stretch")
+    assert torch.equal(other.data.motion_clips[0], resize_frames(native[:5], 64, 96, mode="crop"))
+    assert not torch.equal(other.data.motion_clips[0], default.data.motion_clips[0])
+    with pytest.raises(DataError, match="motion_resize must be one of stretch, crop"):
+        decode_case(case, num_frames=5, height=64, width=96, motion_resize="pad")
 
 
 def test_decode_case_short_clip_names_file(tmp_path, make_identity, make_motion, bad_media):

@@ -13,7 +13,7 @@ from benchmark.media import (
     MediaError,
     read_image,
     read_video,
-    resize_center_crop,
+    resize_frames,
     select_frames,
     write_video,
 )
@@ -274,19 +274,30 @@ def test_real_identity_images(dualreal_bench):
 # ---------------------------------------------------------------------------------- geometry
 
 
-def test_resize_center_crop_shapes():
+@pytest.mark.parametrize("mode", ["stretch", "crop"])
+def test_resize_frames_shapes(mode):
     frames = torch.randint(0, 256, (3, 240, 320, 3), dtype=torch.uint8)
-    out = resize_center_crop(frames, 64, 96)
+    out = resize_frames(frames, 64, 96, mode=mode)
     assert out.shape == (3, 64, 96, 3) and out.dtype == torch.uint8
-    assert resize_center_crop(frames[0], 100, 50).shape == (100, 50, 3)
-    assert torch.equal(resize_center_crop(frames, 240, 320), frames)
+    assert resize_frames(frames[0], 100, 50, mode=mode).shape == (100, 50, 3)
+    assert torch.equal(resize_frames(frames, 240, 320, mode=mode), frames)
+    with pytest.raises(ValueError, match="resize mode must be one of stretch, crop"):
+        resize_frames(frames, 64, 96, mode="pad")
 
 
-def test_resize_center_crop_keeps_the_center():
+def test_resize_frames_crop_keeps_the_center_and_stretch_keeps_everything():
     img = torch.zeros(100, 200, 3, dtype=torch.uint8)
     img[:, 50:150] = 255  # the centre square is white, the sides black
-    out = resize_center_crop(img, 50, 50)
-    assert out.float().mean() > 250
+    assert resize_frames(img, 50, 50, mode="crop").float().mean() > 250
+    # stretched, the black sides stay: the left and right quarters of the square are black
+    out = resize_frames(img, 50, 50, mode="stretch")
+    assert out[:, :11].float().mean() < 5 and out[:, -11:].float().mean() < 5 and out[:, 14:36].float().mean() > 250
+    # a 4:3 clip stretched to 3:2 (as the release's loader does for UCF101): the same columns, widened
+    x = torch.arange(320, dtype=torch.float32).view(1, 1, 320, 1).expand(1, 240, 320, 3)
+    wide = resize_frames(x.round().clamp(0, 255).to(torch.uint8), 240, 360, mode="stretch")
+    centres = (torch.arange(360) + 0.5) * 320 / 360 - 0.5  # the source column each output column samples
+    expect = centres.clamp(0, 255).round()
+    assert (wide[0, 120, 5:-5, 0].float() - expect[5:-5]).abs().max() <= 1  # up to the 255 clip of uint8
 
 
 @pytest.mark.parametrize("n, want, got", [(49, 49, 49), (30, 49, 29), (9, 49, 9), (5, 9, 5), (12, 9, 9), (49, 1, 1)])

@@ -200,7 +200,7 @@ def test_motion_reference_dd_is_cached_on_disk(scorer, tmp_path, monkeypatch):
     data = json.loads(cache.read_text())
     entry = data["clips"][str(clips[0].resolve())]
     assert entry["size"] == clips[0].stat().st_size and entry["settings"] == data["settings_key"]
-    assert data["settings"]["pad_multiple"] == 8 and data["settings"]["raft"].startswith("random-small")
+    assert data["settings"]["pad_multiple"] == 16 and data["settings"]["raft"].startswith("random-small")  # the default
 
     flows = []  # RAFT passes over a reference clip
     real = metrics_mod.dynamic_degree_per_pair
@@ -214,13 +214,13 @@ def test_motion_reference_dd_is_cached_on_disk(scorer, tmp_path, monkeypatch):
     os.utime(clips[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     fresh.motion_reference_dd(clips)
     assert len(flows) == 1
-    # Other settings (the authors' padding) recompute every clip, once.
-    other = Scorer(["dynamic_degree"], random_weights=True, dd_pad_multiple=16, cache_dir=tmp_path / "runs")
+    # Other settings (VBench's padding) recompute every clip, once.
+    other = Scorer(["dynamic_degree"], random_weights=True, dd_pad_multiple=8, cache_dir=tmp_path / "runs")
     other.motion_reference_dd(clips)
     assert len(flows) == 3
     other.motion_reference_dd(clips)
     assert len(flows) == 3
-    assert json.loads(cache.read_text())["settings"]["pad_multiple"] == 16
+    assert json.loads(cache.read_text())["settings"]["pad_multiple"] == 8
     # Without a cache_dir the values are kept in memory only.
     memory = Scorer(["dynamic_degree"], random_weights=True)
     memory.motion_reference_dd(clips)

@@ -155,7 +155,8 @@ def test_gamma_zero_or_one_trains_one_adapter(gamma, trained, frozen):
     tr, model, sched = small_setup()
     groups = model.parameter_groups()
     before = snapshot(groups)
-    cfg = DualRealConfig(train_steps=3, lr_warmup_steps=0, motion_ratio=gamma, motion_batch_size=2, train_frames=5, mixed_precision="no")
+    cfg = DualRealConfig(train_steps=3, lr_warmup_steps=0, motion_ratio=gamma, motion_batch_size=2, train_frames=5, mixed_precision="no",
+                         gradient_checkpointing=False)
     out = train_dualreal(SimpleNamespace(transformer=tr, scheduler=sched), model, encoded_case(), cfg)
     assert out["runs"]["joint"].kinds == [trained] * 3
     after = snapshot(groups)

@@ -5,8 +5,9 @@ Continuous value, as Table 1 reports it, per video:
 1. sample every k-th frame, ``k = max(1, round(fps / 8))`` (Python rounding, as VBench): all frames
    at 8 fps, every 3rd at 25 fps;
 2. for each consecutive sampled pair, pad both frames to a multiple of ``pad_multiple``
-   (replicate, centred) — 8 as VBench by default; 16 reproduces the authors' script, whose RAFT
-   padder is shadowed by AMT's (identical at 480×720 and 320×240, not at e.g. 720×404);
+   (replicate, centred) — 16 by default (:data:`DEFAULT_PAD_MULTIPLE`), what the authors' script
+   effectively does, its RAFT padder being shadowed by AMT's; 8 is VBench's (identical at 480×720
+   and 320×240, not at e.g. 720×404, so Table 1's DD_ref of the UCF Sports clips needs 16);
 3. optical flow (RAFT-large, 20 refinement iterations, inputs scaled to [-1, 1] — done by the flow
    function), the final full-resolution flow;
 4. per-pixel magnitude; mean of the largest ``int(0.05·H·W)`` values of the *padded* flow;
@@ -32,6 +33,8 @@ from benchmark.metrics._common import MetricUndefined, check_frames, padded_pair
 __all__ = [
     "FlowFn",
     "TOP_FRACTION",
+    "PAD_MULTIPLES",
+    "DEFAULT_PAD_MULTIPLE",
     "sample_interval",
     "sample_frames",
     "top_fraction_magnitude",
@@ -47,6 +50,11 @@ FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: Share of the largest flow magnitudes averaged per pair.
 TOP_FRACTION = 0.05
+#: Valid RAFT input paddings: 8 (VBench) or 16 (the authors' script; docs/METRICS.md, "Dynamic Degree").
+PAD_MULTIPLES = (8, 16)
+#: The default padding everywhere (``dualbench run`` / ``eval`` / ``score``, the scorer, these
+#: functions): 16, as the evaluation behind Table 1 (docs/METRICS.md, "Dynamic Degree").
+DEFAULT_PAD_MULTIPLE = 16
 
 
 def sample_interval(fps: float) -> int:
@@ -93,7 +101,7 @@ def dynamic_degree_per_pair(
     fps: float,
     flow: FlowFn,
     *,
-    pad_multiple: int = 8,
+    pad_multiple: int = DEFAULT_PAD_MULTIPLE,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
@@ -103,7 +111,7 @@ def dynamic_degree_per_pair(
         frames: uint8 ``(F, H, W, 3)``.
         fps: the video's frame rate (sets the sampling step).
         flow: see :data:`FlowFn` (:class:`benchmark.encoders.RaftFlow` for RAFT-large).
-        pad_multiple: 8 (VBench) or 16 (the authors' script).
+        pad_multiple: 16 (the authors' script; default) or 8 (VBench).
         batch_size: pairs per call of ``flow`` (does not change the result beyond float noise).
         device: where the padded frames are put before calling ``flow``.
 
@@ -135,7 +143,7 @@ def dynamic_degree_score(
     fps: float,
     flow: FlowFn,
     *,
-    pad_multiple: int = 8,
+    pad_multiple: int = DEFAULT_PAD_MULTIPLE,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
 ) -> float:

@@ -49,6 +49,7 @@ __all__ = [
     "RANDOM_PRESETS",
     "REAL_DEFAULTS",
     "DTYPES",
+    "TIMESTEP_SPACINGS",
     "load_backbone",
     "default_geometry",
     "backbone_memory_plan",
@@ -271,6 +272,13 @@ RANDOM_PRESETS: dict[str, str] = {
     "cogvideox-2b-random": "THUDM/CogVideoX-2b",
 }
 
+#: Values of ``timestep_spacing`` (diffusers' schedulers). ``trailing`` is the default of every backbone:
+#: DualReal's inference script sets it explicitly — ``wenc-k/DualReal`` ``inference/inference.py``
+#: (commit 2186cd1) line 163, ``CogVideoXDPMScheduler.from_config(pipe.scheduler.config,
+#: timestep_spacing="trailing")`` — and the zero-terminal-SNR betas need it to start sampling at the
+#: last training timestep (999).
+TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
+
 #: Components built as ``nn.Module`` (the others are a tokenizer and a scheduler).
 MODULE_COMPONENTS = ("transformer", "vae", "text_encoder")
 
@@ -297,7 +305,8 @@ class Backbone:
         text_encoder: ``T5EncoderModel`` (frozen).
         tokenizer: a T5 tokenizer (pretrained backbones) or a byte-level fast tokenizer (``tiny`` and
             the random presets).
-        scheduler: ``CogVideoXDPMScheduler`` (v-prediction, zero terminal SNR, trailing spacing).
+        scheduler: ``CogVideoXDPMScheduler`` (v-prediction, zero terminal SNR; timestep spacing as
+            :func:`load_backbone` was asked, ``trailing`` by default).
         source: ``"tiny"``, a random preset name, a local folder or a hub id.
         random_weights: ``True`` when any weight was randomly initialised (``tiny``, the random
             presets).
@@ -356,12 +365,15 @@ class Backbone:
         return pipe
 
     def provenance(self) -> dict[str, Any]:
-        """A JSON-able description of the backbone for result records."""
+        """A JSON-able description of the backbone for result records: source, random weights,
+        dtype, fingerprint, the sampler's scheduler class and timestep spacing (and overrides)."""
         out = {
             "backbone": self.source,
             "backbone_random_weights": self.random_weights,
             "backbone_dtype": str(self.dtype).replace("torch.", ""),
             "backbone_fingerprint": self.fingerprint(),
+            "scheduler": type(self.scheduler).__name__,
+            "scheduler_timestep_spacing": self.scheduler.config.timestep_spacing,
         }
         if self.overrides:
             out["backbone_overrides"] = json.loads(json.dumps(self.overrides, default=str))
@@ -837,6 +849,7 @@ def load_backbone(
     cache_dir: str | os.PathLike | None = None,
     allow_large: bool = False,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    timestep_spacing: str = "trailing",
 ) -> Backbone:
     """Load a CogVideoX backbone, frozen, ready for any method.
 
@@ -847,7 +860,7 @@ def load_backbone(
     with each module's own rule: PyTorch's ``reset_parameters`` for the diffusers models,
     transformers' ``_init_weights`` for T5; buffers computed at construction, such as the 2B's
     sin-cos positional table, are kept), a pretrained source with ``from_pretrained``; (4) freeze,
-    cast, move; (5) VAE slicing and tiling.
+    cast, move; (5) VAE slicing and tiling; (6) the scheduler's timestep spacing.
 
     Args:
         source: ``"tiny"`` (seeded random weights, runs on CPU), ``"cogvideox-5b-random"`` /
@@ -870,12 +883,17 @@ def load_backbone(
         overrides: random presets only — component → config values replacing the published ones,
             e.g. ``{"transformer": {"num_layers": 2}}`` for a two-block slice at the real width
             (recorded in :attr:`Backbone.overrides` and in :meth:`Backbone.provenance`).
+        timestep_spacing: the sampler's timestep spacing, set on every backbone's scheduler
+            (``CogVideoXDPMScheduler.from_config(config, timestep_spacing=…)``, as DualReal's
+            inference script does, :data:`TIMESTEP_SPACINGS`): ``trailing`` (default; the released
+            code's) — 50 steps then start at t = 999 —, ``leading`` or ``linspace``. Recorded in
+            :meth:`Backbone.provenance`.
 
     Returns:
         A :class:`Backbone`, every parameter with ``requires_grad=False``.
 
     Raises:
-        BackboneError: unknown dtype or switch value, bad overrides, missing folder / cache entry /
+        BackboneError: unknown dtype, switch value or timestep spacing, bad overrides, missing folder / cache entry /
             component file, or (without ``allow_large``) a backbone that does not fit: the message
             gives the memory the weights need and what the device has.
     """
@@ -885,6 +903,8 @@ def load_backbone(
     tiny = source == "tiny"
     slicing = _switch("vae_slicing", vae_slicing, tiny=tiny)
     tiling = _switch("vae_tiling", vae_tiling, tiny=tiny)
+    if timestep_spacing not in TIMESTEP_SPACINGS:
+        raise BackboneError(f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}")
     configs, root = _architecture(source, cache_dir, overrides)
     preset = source in RANDOM_PRESETS
     if not tiny and not preset and root is None:  # a hub id known to the table but not downloaded
@@ -952,6 +972,10 @@ def load_backbone(
         parts["vae"].enable_slicing()
     if tiling:
         parts["vae"].enable_tiling()
+
+    # 6. The sampler's timestep spacing, on every backbone (DualReal's inference script sets it)
+    scheduler = parts["scheduler"]
+    parts["scheduler"] = type(scheduler).from_config(scheduler.config, timestep_spacing=timestep_spacing)
     return Backbone(
         **parts,
         source=source,

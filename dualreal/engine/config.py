@@ -3,7 +3,9 @@
 Three layers, each adding only what it owns:
 
 * :class:`MethodConfig` — options by name (:meth:`~MethodConfig.from_overrides`: an unknown key is
-  an error listing the valid ones), :meth:`~MethodConfig.validate`, :meth:`~MethodConfig.resolve`
+  an error listing the valid ones) or as command-line text (:meth:`~MethodConfig.parse_options`:
+  ``KEY=VALUE`` strings typed by each field's annotation), :meth:`~MethodConfig.validate`,
+  :meth:`~MethodConfig.resolve`
   per backbone, and the ``config.json`` saved beside every checkpoint (class name and package
   versions first, as diffusers' ``ConfigMixin.to_json_string`` does; written atomically with
   :mod:`dualreal.engine.io`). A method that learns nothing (``cogvideox``) has this empty config.
@@ -22,14 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Mapping, TypeVar
 
 __all__ = [
     "MIXED_PRECISION",
     "IMAGE_ENCODERS",
     "UNCOND_CONDITIONS",
+    "REFERENCE_RESIZES",
+    "FIELDS_ADDED",
+    "parse_value",
+    "type_name",
     "OptimizerSettings",
     "MethodConfig",
     "TrainingConfig",
@@ -40,8 +48,20 @@ __all__ = [
 
 #: Values of ``mixed_precision``: ``auto`` (from the backbone's dtype) or accelerate's names.
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-#: Values of ``image_encoder``: ``auto`` (``tiny-random`` on the tiny preset, else ``ViT-H-14``).
-IMAGE_ENCODERS = ("auto", "ViT-H-14", "tiny-random")
+#: Values of ``image_encoder``: ``auto`` (``tiny-random`` on the tiny preset, ``ViT-H-14-random`` on the
+#: other random-weights backbones, else ``ViT-H-14``), or one of them by name.
+IMAGE_ENCODERS = ("auto", "ViT-H-14", "ViT-H-14-random", "tiny-random")
+#: Values of ``reference_resize``: how the reference-image encoder brings an image to its square
+#: input (``stretch``: the released code's resize without cropping; ``crop``: short side, then centre crop).
+REFERENCE_RESIZES = ("stretch", "crop")
+#: Fields added to the configs after checkpoints were first written → the value they had before they
+#: existed. A saved ``config.json`` without the field is compared as if it held this value
+#: (:func:`dualreal.engine.trainer.config_diff`), so an old checkpoint resumes exactly when it was
+#: trained the way the current settings ask.
+FIELDS_ADDED: dict[str, Any] = {
+    # the reference-image encoder resized the short side and centre-cropped before the option existed
+    "reference_resize": "crop",
+}
 #: Values of ``uncond_condition``: the reference embedding in both guidance branches, or zeros in the
 #: unconditional one.
 UNCOND_CONDITIONS = ("same", "zeros")
@@ -52,6 +72,93 @@ C = TypeVar("C", bound="MethodConfig")
 def is_tiny(backbone: Any) -> bool:
     """Whether ``backbone`` is the random-weights ``tiny`` preset (smoke-test defaults apply)."""
     return getattr(backbone, "source", None) == "tiny"
+
+
+def type_name(annotation: Any) -> str:
+    """A field annotation as users read it: ``int``, ``float | None``, ``tuple[float, float]``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin in (tuple, list):
+        args = typing.get_args(annotation)
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+_NONE = ("none", "null")
+
+
+def parse_value(text: str, annotation: Any) -> Any:
+    """Parse command-line text into a value of a config field's type.
+
+    Rules: ``bool`` — ``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case); ``int`` — an integer
+    literal (``1e3`` and ``2.5`` are refused); ``float`` — any float literal; ``str`` — the text as is;
+    ``X | None`` — ``none`` / ``null`` (any case) or an ``X``; ``tuple[X, Y]`` / ``tuple[X, ...]`` /
+    ``list[X]`` — comma-separated items, optionally in brackets or parentheses (``0.3,0.7``,
+    ``(0.3, 0.7)``), a fixed-length tuple needing exactly its number of items.
+
+    Args:
+        text: the value as typed (``"0.3,0.7"``).
+        annotation: the field's resolved type (``typing.get_type_hints``).
+
+    Returns:
+        The typed value (tuples for tuple and list fields, as configs hold them).
+
+    Raises:
+        ValueError: the text is not a value of that type; the message says what was expected.
+    """
+    origin = typing.get_origin(annotation)
+    stripped = text.strip()
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if type(None) in args and stripped.lower() in _NONE:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arg)
+            except ValueError:
+                continue
+        raise ValueError(f"expected {type_name(annotation)}, got {text!r}")
+    if origin in (tuple, list):
+        args = typing.get_args(annotation)
+        body = stripped
+        if body[:1] + body[-1:] in ("()", "[]"):
+            body = body[1:-1]
+        items = [item for item in (part.strip() for part in body.split(",")) if item != ""]
+        if len(args) == 2 and args[1] is Ellipsis or origin is list:
+            kinds = [args[0] if args else str] * len(items)
+        else:
+            if len(items) != len(args):
+                raise ValueError(f"expected {type_name(annotation)} ({len(args)} comma-separated values), got {text!r}")
+            kinds = list(args)
+        try:
+            return tuple(parse_value(item, kind) for item, kind in zip(items, kinds))
+        except ValueError:
+            raise ValueError(f"expected {type_name(annotation)}, got {text!r}") from None
+    if annotation is bool:
+        if stripped.lower() in _TRUE:
+            return True
+        if stripped.lower() in _FALSE:
+            return False
+        raise ValueError(f"expected bool (true/false, 1/0, yes/no, on/off), got {text!r}")
+    if annotation is int:
+        try:
+            return int(stripped, 10)
+        except ValueError:
+            raise ValueError(f"expected int, got {text!r}") from None
+    if annotation is float:
+        try:
+            return float(stripped)
+        except ValueError:
+            raise ValueError(f"expected float, got {text!r}") from None
+    if annotation is str:
+        return text
+    raise ValueError(f"options of type {type_name(annotation)} cannot be set from text")
 
 
 def mixed_precision_for(dtype: Any) -> str:
@@ -138,6 +245,43 @@ class MethodConfig:
             )
         return cls(**overrides)
 
+    @classmethod
+    def option_types(cls) -> dict[str, Any]:
+        """Option name → its resolved type annotation (every option of :meth:`field_names`)."""
+        hints = typing.get_type_hints(cls)
+        return {name: hints[name] for name in cls.field_names()}
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
+        """Type command-line option text by each field's annotation (:func:`parse_value`).
+
+        ``dualbench run --method-option KEY=VALUE`` goes through here before any model is loaded;
+        :meth:`from_overrides` then checks the values together (:meth:`validate`).
+
+        Args:
+            options: option name → text (``{"num_groups": "2", "fixed_weights": "0.3,0.7"}``).
+
+        Returns:
+            option name → typed value.
+
+        Raises:
+            ValueError: an unknown option (the message lists the valid ones), or a value that is not
+                of its field's type (the message names the field, the expected type and the text).
+        """
+        types_ = cls.option_types()
+        unknown = sorted(set(options) - set(types_))
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} option(s) {unknown}; valid options: {', '.join(types_) or '(none)'}"
+            )
+        out = {}
+        for name, text in options.items():
+            try:
+                out[name] = parse_value(text, types_[name])
+            except ValueError as exc:
+                raise ValueError(f"{cls.__name__} option {name}: {exc}") from None
+        return out
+
     def resolve(self: C, backbone: Any) -> C:
         """A copy with every ``auto`` / ``None`` default made concrete for ``backbone``."""
         return dataclasses.replace(self)
@@ -176,6 +320,9 @@ class MethodConfig:
     def load(cls: type[C], path: str | Path) -> C:
         """Read a ``config.json`` written by :meth:`save` (or a checkpoint's, which adds ``_``-keys).
 
+        A field the file does not have yet takes the value it had before it existed
+        (:data:`FIELDS_ADDED`), not today's default.
+
         Raises:
             ValueError: the file names another class, or holds fields this class does not have.
         """
@@ -185,6 +332,8 @@ class MethodConfig:
             raise ValueError(f"{path}: config of class {name!r}, expected {cls.__name__!r}")
         values = {k: v for k, v in data.items() if not k.startswith("_")}
         known = {f.name for f in dataclasses.fields(cls)}
+        # a file written before a field existed holds the value the field had then
+        values = {**{k: v for k, v in FIELDS_ADDED.items() if k in known}, **values}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path}: unknown {cls.__name__} field(s) {unknown}")
@@ -217,7 +366,13 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
         mixed_precision: ``auto`` (:func:`mixed_precision_for` the backbone's dtype), ``no``,
             ``bf16`` or ``fp16``.
         use_8bit_adam: bitsandbytes' AdamW8bit (optional dependency).
-        gradient_checkpointing: the transformer's block checkpointing while training.
+        gradient_checkpointing: the transformer's block checkpointing while training (the one
+            trainer switches it on for the run, :func:`dualreal.engine.trainer.train`). ``None``:
+            on for every backbone except ``tiny`` — a motion step at 49×480×720 is 3 clips ×
+            ~17,800 tokens × 42 blocks, whose activations do not fit an 80 GB GPU without it
+            (docs/SCALE.md); off on ``tiny``, where memory is no concern and recomputation only
+            costs time. It changes memory and speed, not the result (``tests/test_trainer.py``
+            checks loss and gradients on vs off), so resuming ignores it.
         seed: seeds initialisation, step kinds, batches, noise and timesteps (42).
         resolved_for: set by :meth:`resolve` — the backbone the defaults were resolved for (a
             record, not an option).
@@ -237,7 +392,7 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
     train_frames: int | None = None
     mixed_precision: str = "auto"
     use_8bit_adam: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None
     seed: int = 42
     resolved_for: str | None = field(default=None, repr=False)
 
@@ -278,6 +433,7 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
             motion_batch_size=self.motion_batch_size or (self.TINY_MOTION_BATCH if tiny else self.PAPER_MOTION_BATCH),
             train_frames=self.train_frames or int(backbone.defaults["num_frames"]),
             mixed_precision=mixed,
+            gradient_checkpointing=(not tiny) if self.gradient_checkpointing is None else self.gradient_checkpointing,
             resolved_for=str(getattr(backbone, "source", "unknown")),
         )
 
@@ -290,8 +446,9 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
                 DreamVideo's two runs); the warm-up is then ``round(WARMUP_FRACTION · steps)``.
 
         Raises:
-            ValueError: the config is not resolved (``train_steps``, ``lr_warmup_steps`` or
-                ``mixed_precision`` still ``None`` / ``auto``: call :meth:`resolve` first).
+            ValueError: the config is not resolved (``train_steps``, ``lr_warmup_steps``,
+                ``mixed_precision`` or ``gradient_checkpointing`` still ``None`` / ``auto``: call
+                :meth:`resolve` first).
         """
         from dualreal.engine.trainer.loop import TrainerConfig
 
@@ -299,7 +456,7 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
             steps, warmup = self.train_steps, self.lr_warmup_steps
         else:
             steps, warmup = int(train_steps), int(round(self.WARMUP_FRACTION * int(train_steps)))
-        if steps is None or warmup is None or self.mixed_precision == "auto":
+        if steps is None or warmup is None or self.mixed_precision == "auto" or self.gradient_checkpointing is None:
             raise ValueError(f"{type(self).__name__} is not resolved: call resolve(backbone) before training")
         return TrainerConfig(
             **self.optimizer_settings(),
@@ -308,6 +465,7 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             mixed_precision=self.mixed_precision,
             use_8bit_adam=self.use_8bit_adam,
+            gradient_checkpointing=bool(self.gradient_checkpointing),
             seed=self.seed,
             description=description,
         )
@@ -319,16 +477,25 @@ class ImageConditionedConfig(TrainingConfig):
     (:mod:`dualreal.engine.image_encoder`; docs/METHOD.md §1, §4).
 
     Attributes:
-        image_encoder: ``auto`` (``tiny-random`` on the tiny preset, else ``ViT-H-14``),
-            ``ViT-H-14`` (OpenCLIP, laion2b_s32b_b79k) or ``tiny-random``.
+        image_encoder: ``auto`` (``tiny-random`` on the tiny preset, ``ViT-H-14-random`` on the other
+            random-weights backbones — the ``cogvideox-*-random`` presets, whose jobs must run
+            without any download —, else ``ViT-H-14``), ``ViT-H-14`` (OpenCLIP,
+            laion2b_s32b_b79k), ``ViT-H-14-random`` (the same architecture, seeded random
+            weights) or ``tiny-random``.
         image_encoder_path: explicit checkpoint file or folder of the OpenCLIP weights.
         uncond_condition: the unconditional guidance branch's condition: ``same`` (the reference
             embedding, as DualReal's released inference script) or ``zeros``.
+        reference_resize: how a reference image (and a training frame) is brought to the
+            encoder's square input: ``stretch`` (default: resized to 224×224 without cropping, as
+            the released training and inference scripts do; :mod:`dualreal.engine.image_encoder`
+            cites the lines) or ``crop`` (short side to 224, centre crop: keeps the aspect ratio
+            but drops a third of a 3:2 image).
     """
 
     image_encoder: str = "auto"
     image_encoder_path: str | None = None
     uncond_condition: str = "same"
+    reference_resize: str = "stretch"
 
     def validate(self) -> None:
         super().validate()
@@ -336,13 +503,21 @@ class ImageConditionedConfig(TrainingConfig):
             raise ValueError(f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}")
         if self.uncond_condition not in UNCOND_CONDITIONS:
             raise ValueError(f"uncond_condition must be one of {UNCOND_CONDITIONS}, got {self.uncond_condition!r}")
+        if self.reference_resize not in REFERENCE_RESIZES:
+            raise ValueError(f"reference_resize must be one of {REFERENCE_RESIZES}, got {self.reference_resize!r}")
 
     def resolve(self: C, backbone: Any) -> C:
         out = super().resolve(backbone)
         if out.image_encoder == "auto":
-            out = dataclasses.replace(out, image_encoder="tiny-random" if is_tiny(backbone) else "ViT-H-14")
+            if is_tiny(backbone):
+                name = "tiny-random"
+            elif getattr(backbone, "random_weights", False):
+                name = "ViT-H-14-random"
+            else:
+                name = "ViT-H-14"
+            out = dataclasses.replace(out, image_encoder=name)
         return out
 
     def describe(self) -> dict[str, Any]:
         """:meth:`to_dict` plus ``image_encoder_random_weights`` (records label random weights)."""
-        return {**self.to_dict(), "image_encoder_random_weights": self.image_encoder == "tiny-random"}
+        return {**self.to_dict(), "image_encoder_random_weights": self.image_encoder.endswith("-random")}

@@ -13,12 +13,27 @@ Built-in encoders (:func:`build_image_encoder`):
   (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``: ``open_clip_model.safetensors`` or
   ``open_clip_pytorch_model.bin``, the latter read with ``weights_only=True``) → a
   :class:`ImageEncoderError` naming the file and where to put it. Only the vision tower is kept.
+* ``"ViT-H-14-random"`` — the same ViT-H-14 vision tower (``e = 1024``, 224 px) with seeded random
+  weights: the encoder of the full-size random backbones (``cogvideox-5b-random``), so that a
+  paper-scale job runs, at its real size, before any weight is downloaded; ``random_weights=True``.
 * ``"tiny-random"`` — a seeded random OpenCLIP ``CLIP`` at toy size (``e = 64``) for tests and the
   ``tiny`` backbone; ``random_weights=True``.
 
-One preprocessing for training frames and reference images alike (the released code preprocesses
-them differently — a quirk not copied): uint8 ``(N, H, W, 3)`` → resize the short side to the
-encoder's input size (bicubic, antialiased) → centre crop → CLIP mean/std normalisation, in torch.
+One preprocessing for training frames and reference images alike (the released code normalises
+them differently — a quirk not copied): uint8 ``(N, H, W, 3)`` → the encoder's square input size
+(bicubic, antialiased) → CLIP mean/std normalisation, in torch. The geometry is the released
+code's by default (``resize="stretch"``): the image is resized to 224 × 224 **without cropping**,
+whatever its aspect ratio —
+
+* training, ``wenc-k/DualReal`` ``train/train_adapter.py`` (commit 2186cd1), lines 657 and 849:
+  ``decord.VideoReader(uri=…, width=224, height=224)`` reads the conditioning frames of the identity
+  and motion clips at 224 × 224;
+* inference, ``inference/inference.py`` lines 25-29 (``data.Resize([224, 224])`` before
+  ``ToTensor`` and the CLIP normalisation) and ``train/train_adapter.py`` line 1346 (the same
+  transform for the validation videos).
+
+``resize="crop"`` resizes the short side to 224 and centre-crops (CLIP's own preprocessing): it
+keeps the aspect ratio but drops a third of a 3:2 frame.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from dualreal.engine.protocol import CustomizationMethod
 from dualreal.engine.weights import WeightsFileError, checkpoint_metadata_allowed
 
 __all__ = [
+    "RESIZES",
     "ImageConditionedMethod",
     "ReferenceImageEncoder",
     "OpenCLIPImageEncoder",
@@ -54,6 +70,8 @@ OPENCLIP_HF_REPOS: dict[tuple[str, str], str] = {
     ("ViT-H-14", "laion2b_s32b_b79k"): "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 }
 _CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+#: How an image reaches the encoder's square input: ``stretch`` (the released code's) or ``crop``.
+RESIZES = ("stretch", "crop")
 
 #: Size of the ``tiny-random`` encoder.
 TINY_ENCODER = dict(
@@ -90,6 +108,9 @@ class OpenCLIPImageEncoder(nn.Module):
         name (`str`): a label for records (``"ViT-H-14/laion2b_s32b_b79k"``).
         random_weights (`bool`): whether the weights are random.
         batch_size (`int`, defaults to `32`): images per forward pass in :meth:`encode`.
+        resize (`str`, defaults to `"stretch"`): ``"stretch"`` — resize to ``image_size`` ×
+            ``image_size`` without cropping (the released code; module docstring) — or ``"crop"`` —
+            short side to ``image_size``, then centre crop.
     """
 
     def __init__(
@@ -101,26 +122,41 @@ class OpenCLIPImageEncoder(nn.Module):
         name: str,
         random_weights: bool,
         batch_size: int = 32,
+        resize: str = "stretch",
     ) -> None:
         super().__init__()
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
         self.visual = visual.eval().requires_grad_(False)
         self.embed_dim = int(embed_dim)
         self.image_size = int(image_size)
         self.name = name
         self.random_weights = bool(random_weights)
         self.batch_size = int(batch_size)
+        self.resize = resize
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, H, W, 3)`` → normalised float ``(N, 3, S, S)`` (short side resize, centre crop)."""
+        """uint8 ``(N, H, W, 3)`` → normalised float ``(N, 3, S, S)``, ``S = image_size``.
+
+        ``resize="stretch"``: one bicubic (antialiased) resize to ``S × S``, the aspect ratio not
+        kept, nothing cut (the released code's geometry, module docstring); ``"crop"``: the short
+        side to ``S``, then the centre ``S × S``. Then [0, 1] and the CLIP mean/std.
+
+        Raises:
+            ValueError: not uint8 ``(N, H, W, 3)``.
+        """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
         x = images.permute(0, 3, 1, 2).float().div(255.0)
         h, w = x.shape[-2:]
         s = self.image_size
-        scale = s / min(h, w)
-        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        if self.resize == "stretch":
+            nh, nw = s, s
+        else:
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         top, left = (nh - s) // 2, (nw - s) // 2
         x = x[..., top : top + s, left : left + s]
@@ -207,35 +243,51 @@ def build_image_encoder(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    resize: str = "stretch",
 ) -> OpenCLIPImageEncoder:
     """Build a reference-image encoder.
 
     Args:
-        name: ``"ViT-H-14"`` (or any open_clip architecture with a local checkpoint) or
-            ``"tiny-random"``.
+        name: ``"ViT-H-14"`` (or any open_clip architecture with a local checkpoint),
+            ``"<architecture>-random"`` (that architecture's vision tower with seeded random weights,
+            e.g. ``"ViT-H-14-random"``) or ``"tiny-random"``.
         path: explicit checkpoint file or folder (real encoders).
         pretrained: open_clip pretrained tag, used to find the checkpoint in the hub cache.
         device, dtype: where the vision tower lives.
-        seed: seed of the ``tiny-random`` weights.
+        seed: seed of the random weights (``*-random``).
+        resize: ``"stretch"`` (the released code's) or ``"crop"``
+            (:meth:`OpenCLIPImageEncoder.preprocess`).
 
     Raises:
         ImageEncoderError: weights of a real encoder not found.
+        ValueError: an unknown ``resize``.
     """
     import open_clip
 
-    if name == "tiny-random":
+    if name.endswith("-random"):
+        arch = name.removesuffix("-random")
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            model = open_clip.model.CLIP(**TINY_ENCODER)
+            if arch == "tiny":
+                cfg = TINY_ENCODER
+                visual = open_clip.model.CLIP(**TINY_ENCODER).visual
+            else:  # the vision tower alone, built where it will run (ViT-H-14's is 632 M parameters)
+                cfg = open_clip.get_model_config(arch)
+                if cfg is None:
+                    raise ValueError(f"unknown open_clip architecture {arch!r} for image encoder {name!r}")
+                with torch.device(device):
+                    visual = open_clip.model._build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
         finally:
             torch.random.set_rng_state(gen_state)
+        image_size = cfg["vision_cfg"]["image_size"]
         return OpenCLIPImageEncoder(
-            model.visual,
-            embed_dim=TINY_ENCODER["embed_dim"],
-            image_size=TINY_ENCODER["vision_cfg"]["image_size"],
-            name="tiny-random",
+            visual,
+            embed_dim=int(cfg["embed_dim"]),
+            image_size=int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size),
+            name=name,
             random_weights=True,
+            resize=resize,
         ).to(device=device, dtype=dtype)
 
     weights = resolve_openclip_weights(name, pretrained, path)
@@ -254,6 +306,7 @@ def build_image_encoder(
         image_size=int(image_size),
         name=f"{name}/{pretrained}",
         random_weights=False,
+        resize=resize,
     )
     del model
     return encoder.to(device=device, dtype=dtype)
@@ -275,17 +328,19 @@ class ImageConditionedMethod(CustomizationMethod):
 
     def __init__(self, backbone: Any, **options: Any) -> None:
         super().__init__(backbone, **options)
-        if self.config.image_encoder != "tiny-random":
+        if not self.config.image_encoder.endswith("-random"):
             resolve_openclip_weights(self.config.image_encoder, path=self.config.image_encoder_path)
         self._image_encoder: OpenCLIPImageEncoder | None = None
 
     @property
     def image_encoder(self) -> OpenCLIPImageEncoder:
-        """The reference-image encoder named by the config (built on first use, seeded by ``seed``)."""
+        """The reference-image encoder named by the config (built on first use, seeded by ``seed``,
+        resizing as ``reference_resize`` says)."""
         if self._image_encoder is None:
             cfg = self.config
             self._image_encoder = build_image_encoder(
-                cfg.image_encoder, path=cfg.image_encoder_path, device=self.backbone.device, seed=cfg.seed
+                cfg.image_encoder, path=cfg.image_encoder_path, device=self.backbone.device, seed=cfg.seed,
+                resize=cfg.reference_resize,
             )
         return self._image_encoder
 

@@ -5,8 +5,9 @@ A method is built with a :class:`~dualreal.engine.backbone.Backbone`, **fits** o
 motion clips) into a folder, and **generates** one video per (prompt, seed). The run loop owns the
 grid, sharding, resume, writing mp4s and scoring; a method owns only its parameters.
 
-Data handed to a method is already decoded and resized (uint8, channels last), so methods never
-read files and never depend on the benchmark package.
+Data handed to a method is already decoded (uint8, channels last) and its training images and
+clips resized to the training resolution, so methods never read files and never depend on the
+benchmark package.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class CaseData:
         identity_prompts: one prompt per identity image (``"dog *"``).
         motion_clips: list of uint8 tensors ``(F, H, W, 3)``, F = 4k+1, at the training resolution.
         motion_prompts: one prompt per clip (``"a person is playing guitar"``).
-        ref_image: uint8 ``(H, W, 3)``: the identity reference image that conditions the motion
-            adapter at inference (``ref_image`` of cases.json).
+        ref_image: uint8 ``(H, W, 3)`` at any size (the benchmark hands the native image): the
+            identity reference image that conditions the motion adapter at inference (``ref_image``
+            of cases.json); the reference-image encoder resizes it itself.
         identity_masks: one bool ``(H, W)`` subject mask per identity image (same order and size),
             when the identity folder ships ``masks/``; ``None`` otherwise.
         preservation_clips: uint8 ``(F, H, W, 3)`` clips of *other* motions than the case's, for

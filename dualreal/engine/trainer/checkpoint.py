@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from dualreal.engine.config import FIELDS_ADDED
 from dualreal.engine.io import atomic_replace, atomic_write_json
 
 __all__ = [
@@ -32,6 +33,8 @@ WEIGHTS_NAME = "weights.safetensors"
 CONFIG_NAME = "config.json"
 STATE_NAME = "train_state.json"
 _VERSION_KEYS = {"_dualbench_version", "_diffusers_version", "_torch_version"}
+#: Settings that change memory and speed, not what is trained: not compared on resume.
+_RUNTIME_KEYS = {"gradient_checkpointing"}
 
 
 @dataclass
@@ -139,16 +142,19 @@ def write_checkpoint(
 def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The entries that differ between a saved ``config.json`` and the current one.
 
-    Package versions (``_dualbench_version``, ``_diffusers_version``, ``_torch_version``) are
-    ignored; every other key — fields and ``_``-metadata such as ``_backbone_fingerprint`` — is
-    compared after a JSON round trip (tuples equal lists).
+    Package versions (``_dualbench_version``, ``_diffusers_version``, ``_torch_version``) and
+    ``gradient_checkpointing`` (memory, not math) are ignored; every other key — fields and
+    ``_``-metadata such as ``_backbone_fingerprint`` — is compared after a JSON round trip (tuples
+    equal lists). A field the saved file does not have yet counts with the value it had before it
+    existed (:data:`dualreal.engine.config.FIELDS_ADDED`).
 
     Returns:
         ``{key: (saved value, current value)}``, sorted by key; empty when the configs match.
     """
-    keys = {k for k in (*saved, *current) if k not in _VERSION_KEYS}
+    keys = {k for k in (*saved, *current) if k not in _VERSION_KEYS | _RUNTIME_KEYS}
     norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
-    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if norm(saved.get(k)) != norm(current.get(k))}
+    old = {k: saved[k] if k in saved else FIELDS_ADDED.get(k) for k in keys}
+    return {k: (old[k], current.get(k)) for k in sorted(keys) if norm(old[k]) != norm(current.get(k))}
 
 
 def load_finished(

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import torch
 
+from dualreal.engine.prompts import prompt_embeddings
+
 __all__ = ["TrainBatch", "BatchSource", "EncodedCase", "encode_case", "CaseBatchSource"]
 
 
@@ -84,8 +86,8 @@ def encode_case(
     num_frames: int | None = None,
     image_encoder: Any | None = None,
 ) -> EncodedCase:
-    """Encode a :class:`~dualreal.engine.protocol.CaseData` once: VAE posteriors, prompt embeddings and
-    reference-image embeddings.
+    """Encode a :class:`~dualreal.engine.protocol.CaseData` once: VAE posteriors, prompt embeddings
+    (through the engine's prompt cache, :mod:`dualreal.engine.prompts`) and reference-image embeddings.
 
     Identity images become 1-frame videos. Motion clips are cut to their first ``num_frames``
     frames (default: the backbone's; a shorter clip set uses the largest 4k+1 all clips have).
@@ -106,18 +108,9 @@ def encode_case(
     device = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
     pipe = backbone.pipeline()
-    prompt_cache: dict[str, torch.Tensor] = {}
 
-    def embed_prompt(prompt: str) -> torch.Tensor:
-        if prompt not in prompt_cache:
-            embeds, _ = pipe.encode_prompt(
-                prompt,
-                do_classifier_free_guidance=False,
-                max_sequence_length=backbone.max_text_seq_length,
-                device=device,
-            )
-            prompt_cache[prompt] = embeds.detach().float().cpu()
-        return prompt_cache[prompt]
+    def embed_prompt(prompt: str) -> torch.Tensor:  # the engine's one prompt cache
+        return prompt_embeddings(pipe, prompt, max_sequence_length=backbone.max_text_seq_length).float().cpu()
 
     def posterior(frames: torch.Tensor) -> torch.Tensor:
         h, w = int(frames.shape[1]), int(frames.shape[2])

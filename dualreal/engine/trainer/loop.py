@@ -96,6 +96,12 @@ class TrainerConfig(OptimizerSettings):
         mixed_precision: ``no`` / ``bf16`` / ``fp16`` (accelerate autocast; trainable parameters
             stay float32).
         use_8bit_adam: bitsandbytes AdamW8bit.
+        gradient_checkpointing: recompute each transformer block in backward instead of keeping
+            its activations (diffusers' ``enable_gradient_checkpointing``: non-reentrant
+            ``torch.utils.checkpoint``). :func:`train` switches it on for the run and restores the
+            transformer's previous setting afterwards, so every method that trains through
+            :func:`train` honours it (method configs resolve it per backbone:
+            :class:`~dualreal.engine.config.TrainingConfig`).
         seed: seeds the step kinds (shared by all ranks) and the batches, noise and timesteps
             (``seed + 1 + rank``).
         device: ``None`` → the device of the model's parameters.
@@ -111,6 +117,7 @@ class TrainerConfig(OptimizerSettings):
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     use_8bit_adam: bool = False
+    gradient_checkpointing: bool = False
     seed: int = 42
     device: str | None = None
     distributed: str = "local"
@@ -204,6 +211,28 @@ def _make_accelerator(config: TrainerConfig, device: torch.device, masked: bool)
     return accelerator
 
 
+@contextlib.contextmanager
+def _checkpointing(transformer: nn.Module, enabled: bool):
+    """Gradient checkpointing of ``transformer``'s blocks on inside the block when ``enabled``; the
+    previous setting is restored on exit.
+
+    Raises:
+        ValueError: ``enabled`` for a model without diffusers' checkpointing support.
+    """
+    if not enabled:
+        yield
+        return
+    if not getattr(transformer, "_supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(transformer).__name__} does not support gradient checkpointing")
+    before = bool(getattr(transformer, "gradient_checkpointing", False))
+    transformer.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if not before:
+            transformer.disable_gradient_checkpointing()
+
+
 def train(
     transformer: nn.Module,
     parameter_groups: Mapping[str, Sequence[nn.Parameter]],
@@ -228,7 +257,8 @@ def train(
 
     Args:
         transformer: the stock ``CogVideoXTransformer3DModel`` (its config gives the rotary
-            embeddings and its dtype the input dtype).
+            embeddings and its dtype the input dtype; ``config.gradient_checkpointing`` switches
+            its block checkpointing on for the run).
         parameter_groups: group name → parameters to train (disjoint, all inside ``model``).
         source: a :class:`BatchSource`.
         noise_scheduler: the backbone's ``CogVideoXDPMScheduler`` (``add_noise``, ``get_velocity``).
@@ -349,14 +379,14 @@ def train(
 
         bar = tqdm(total=config.train_steps, desc=config.description, leave=False)
 
-    # 5. The loop
+    # 5. The loop (gradient checkpointing on the transformer for the run, when asked)
     kinds: list[str] = []
     losses: list[float] = []
     logs: list[dict[str, float]] = []
     t_start = time.perf_counter()
     prepared.train()
     optimizer.zero_grad(set_to_none=True)
-    with context if context is not None else contextlib.nullcontext():
+    with context if context is not None else contextlib.nullcontext(), _checkpointing(transformer, config.gradient_checkpointing):
         for step in range(config.train_steps):
             kind = source.next_kind(step, kind_rng)
             keep = keep_of(kind)
