@@ -125,12 +125,13 @@ MaxCasesOption = Annotated[Optional[int], typer.Option("--max-cases", help="At m
 MaxPromptsOption = Annotated[Optional[int], typer.Option("--max-prompts", help="At most this many prompts per case.")]
 SeedsOption = Annotated[Optional[str], typer.Option("--seeds", help="Seeds, comma-separated (default: the grid's, 42).")]
 FramesOption = Annotated[Optional[int], typer.Option(
-    "--frames", help="Frames per video, 4k+1 (default: the backbone's: 49 real, 9 tiny).")]
+    "--frames", help="Frames per video (default: the backbone's: 49 real, 9 tiny). `run` takes the counts the "
+    "CogVideoX VAE decodes exactly, 8k+1: 1, 9, 17, …, 49.")]
 HeightOption = Annotated[Optional[int], typer.Option(
-    "--height", help="Video height in pixels (default: the backbone's: 480 real, 128 tiny).")]
+    "--height", help="Video height in pixels (default: the backbone's: 480 real, 128 tiny); `run`: a multiple of 16.")]
 WidthOption = Annotated[Optional[int], typer.Option(
-    "--width", help="Video width in pixels (default: the backbone's: 720 real, 192 tiny).")]
-FpsOption = Annotated[int, typer.Option("--fps", help="Frame rate of the videos (the paper's: 8).")]
+    "--width", help="Video width in pixels (default: the backbone's: 720 real, 192 tiny); `run`: a multiple of 16.")]
+FpsOption = Annotated[int, typer.Option("--fps", help="Frame rate of the videos, > 0 (the paper's: 8).")]
 ExpectedBackboneOption = Annotated[str, typer.Option(
     "--backbone", help="Whose default geometry the videos have, as `run --backbone` takes it (never loaded): "
     "any CogVideoX folder or hub id gives the paper's 49 frames at 480×720, `tiny` 9 frames at 128×192.")]
@@ -187,10 +188,13 @@ def run(
     frames: FramesOption = None,
     height: HeightOption = None,
     width: WidthOption = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 50 real, 10 tiny).")] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps, >= 1 (default: 50 with pretrained weights, "
+                                                 "10 with random weights: tiny and the random presets).")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale, >= 0; <= 1 turns guidance off "
+                                            "(diffusers guides only above 1; a note says so).")] = 6.0,
     fps: FpsOption = 8,
-    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case (paper: 1000). "
+    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case, >= 1 "
+                                                       "(default: the method's; dualreal 1000 as the paper, 10 on tiny). "
                                                        "A method without training steps (cogvideox) ignores it, "
                                                        "with a note in the log and in every record (run_notes).")] = None,
     method_option: Annotated[Optional[list[str]], typer.Option(
@@ -223,10 +227,18 @@ def run(
     timestep_spacing: Annotated[str, typer.Option(
         "--timestep-spacing", help="The sampler's timestep spacing: 'trailing' (DualReal's inference script), "
         "'leading' or 'linspace'.")] = "trailing",
+    scheduler: Annotated[str, typer.Option(
+        "--scheduler", help="The sampler's class, built from the backbone's scheduler configuration: "
+        "CogVideoXDPMScheduler (the class DualReal's and THUDM's inference scripts swap in), CogVideoXDDIMScheduler, "
+        "or 'config' (the class the backbone's scheduler_config.json names). A class the methods cannot train and "
+        "sample with, or a prediction_type other than v_prediction, is refused. Recorded (scheduler, "
+        "scheduler_config_hash, scheduler_replaces).")] = "CogVideoXDPMScheduler",
 ) -> None:
     """Customise METHOD on each case of the grid, generate one mp4 per (prompt, seed), score and record it.
 
-    Re-running the same command resumes: finished videos are skipped, failed ones retried.
+    Re-running the same command resumes: finished videos are skipped, failed ones retried. The whole
+    request (frames, size, steps, fps, guidance, method options, …) is checked before any model is
+    loaded; each bad value fails with one line naming the valid ones.
 
     Examples:
 
@@ -244,20 +256,11 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from benchmark.media import RESIZE_MODES
-    from benchmark.runner import RunConfig, check_method_options, run as run_grid
-    from dualreal.engine.backbone import TIMESTEP_SPACINGS, BackboneError
+    from benchmark.runner import RunConfig, run as run_grid
+    from dualreal.engine.backbone import BackboneError
 
     method_class = _resolve_method(method)
     options = _method_options(method_class, method_option)
-    try:
-        check_method_options(method, options, train_steps=train_steps)
-    except ValueError as exc:
-        _fail(f"--method-option: {exc}" if method_option else str(exc))
-    for label, value, valid in (("--motion-resize", motion_resize, RESIZE_MODES), ("--identity-resize", identity_resize, RESIZE_MODES),
-                                ("--timestep-spacing", timestep_spacing, TIMESTEP_SPACINGS)):
-        if value not in valid:
-            _fail(f"{label} must be one of {', '.join(valid)}, got {value!r}")
     metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
     cfg = RunConfig(
         method=method, grid=grid, data_root=data_root, backbone=backbone, out=out,
@@ -268,7 +271,7 @@ def run(
         weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
         dd_pad_multiple=dd_pad_multiple, dtype=dtype, device=device, method_options=options,
         allow_large=allow_large, motion_resize=motion_resize, identity_resize=identity_resize,
-        timestep_spacing=timestep_spacing,
+        timestep_spacing=timestep_spacing, scheduler=scheduler,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:

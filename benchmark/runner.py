@@ -25,6 +25,7 @@ import datetime as _dt
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -61,6 +62,8 @@ __all__ = [
     "shard_of",
     "text_encoder_cut_note",
     "check_method_options",
+    "check_request",
+    "CheckedRequest",
     "peak_memory",
 ]
 
@@ -82,7 +85,15 @@ class RunConfig:
     * ``motion_resize`` / ``identity_resize``: how training clips and identity images reach the
       training resolution (:func:`benchmark.grid.decode_case`: the release's stretch for clips,
       a centre crop for identity images); ``timestep_spacing``: the sampler's (``trailing``, the
-      release's); all three recorded.
+      release's); all three recorded;
+    * ``scheduler``: the sampler's class (:func:`dualreal.engine.backbone.load_backbone`):
+      ``CogVideoXDPMScheduler`` (default: the class DualReal's and THUDM's inference scripts swap
+      in, from the backbone's own scheduler configuration; a replaced class is logged and recorded
+      as ``scheduler_replaces``), ``CogVideoXDDIMScheduler``, or ``config`` (the class the
+      backbone's ``scheduler_config.json`` names).
+
+    Every field is checked at once, before any model is loaded (:func:`check_request`); ``0`` is a
+    value (refused where it is not valid), only ``None`` means "the default".
     """
 
     method: str
@@ -115,6 +126,14 @@ class RunConfig:
     motion_resize: str = "stretch"
     identity_resize: str = "crop"
     timestep_spacing: str = "trailing"
+    scheduler: str = "CogVideoXDPMScheduler"
+
+
+#: ``RunConfig.scheduler`` value that keeps the class the backbone's scheduler configuration names.
+SCHEDULER_AS_CONFIGURED = "config"
+#: Denoising steps when ``--steps`` is not given: the paper's 50 (docs/METHOD.md §4) for pretrained
+#: weights, 10 for random-weights backbones (smoke runs).
+PAPER_STEPS, RANDOM_WEIGHTS_STEPS = 50, 10
 
 
 @dataclass(frozen=True)
@@ -456,6 +475,88 @@ def check_method_options(method: str, options: dict[str, Any], *, train_steps: i
     return merged, notes
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A run request that :func:`check_request` accepted.
+
+    Attributes:
+        options: the method's constructor options (:func:`check_method_options`).
+        notes: one line per rule that changes or qualifies the request (logged, recorded in every
+            record's ``run_notes``).
+        settings: the sampler settings with every default made concrete.
+    """
+
+    options: dict[str, Any]
+    notes: list[str]
+    settings: GenerationSettings
+
+
+def check_request(cfg: RunConfig) -> CheckedRequest:
+    """Check the whole request of :func:`run` before anything is loaded (well under a second for the
+    checks themselves; the backbone's configuration files are read, never its weights).
+
+    Checks, each failing with one line that names the option as ``dualbench run`` spells it and the
+    valid values: ``--frames`` a count the backbone's VAE decodes exactly, ``--height`` /
+    ``--width`` multiples of what it needs (:class:`dualreal.engine.backbone.GeometryRules`, from
+    :func:`~dualreal.engine.backbone.geometry_rules`: the preset tables or the folder's
+    ``transformer/config.json`` and ``vae/config.json``); ``--steps`` ≥ 1, ``--train-steps`` ≥ 1,
+    ``--fps`` > 0, ``--guidance`` finite and ≥ 0 (≤ 1 gives a note: diffusers' ``CogVideoXPipeline``
+    runs classifier-free guidance only when ``guidance_scale > 1``); ``--dtype``, the resize
+    modes, the timestep spacing and the scheduler from their lists; the method and its options
+    (:func:`check_method_options`). ``None`` takes the backbone's default; ``0`` is a value.
+
+    Returns:
+        A :class:`CheckedRequest`.
+
+    Raises:
+        ValueError: the first bad value (one line).
+        UnknownMethodError, MethodLoadError: the method cannot be found or imported.
+        dualreal.engine.backbone.BackboneError: a backbone that cannot be resolved (the error the
+            loader gives).
+    """
+    from benchmark.media import RESIZE_MODES
+    from dualreal.engine.backbone import (
+        DTYPES,
+        SUPPORTED_SCHEDULERS,
+        TIMESTEP_SPACINGS,
+        default_geometry,
+        geometry_rules,
+        random_weights_source,
+    )
+
+    for label, value in (("--steps", cfg.num_inference_steps), ("--train-steps", cfg.train_steps),
+                         ("--max-clips", cfg.max_clips)):
+        if value is not None and value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+    if not (math.isfinite(cfg.fps) and cfg.fps > 0):
+        raise ValueError(f"--fps must be > 0, got {cfg.fps}")
+    if not (math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0):
+        raise ValueError(f"--guidance must be a finite number >= 0, got {cfg.guidance_scale}")
+    schedulers = (*SUPPORTED_SCHEDULERS, SCHEDULER_AS_CONFIGURED)
+    for label, value, valid in (("--motion-resize", cfg.motion_resize, RESIZE_MODES),
+                                ("--identity-resize", cfg.identity_resize, RESIZE_MODES),
+                                ("--timestep-spacing", cfg.timestep_spacing, TIMESTEP_SPACINGS),
+                                ("--scheduler", cfg.scheduler, schedulers),
+                                ("--dtype", cfg.dtype, tuple(DTYPES))):
+        if value not in valid:
+            raise ValueError(f"{label} must be one of {', '.join(valid)}, got {value!r}")
+    try:
+        options, notes = check_method_options(cfg.method, cfg.method_options, train_steps=cfg.train_steps)
+    except ValueError as exc:
+        raise ValueError(f"--method-option: {exc}" if cfg.method_options else str(exc)) from None
+    d = default_geometry(cfg.backbone)
+    geometry = {k: d[k] if getattr(cfg, k) is None else getattr(cfg, k) for k in ("num_frames", "height", "width")}
+    geometry_rules(cfg.backbone).check(**geometry, backbone=f"backbone {cfg.backbone}")
+    steps = cfg.num_inference_steps
+    if steps is None:
+        steps = RANDOM_WEIGHTS_STEPS if random_weights_source(cfg.backbone) else PAPER_STEPS
+    if cfg.guidance_scale <= 1:
+        notes.append(f"--guidance {cfg.guidance_scale:g} <= 1: no classifier-free guidance (diffusers' CogVideoXPipeline "
+                     "guides only when guidance_scale > 1; the paper's is 6)")
+    settings = GenerationSettings(**geometry, num_inference_steps=steps, guidance_scale=cfg.guidance_scale, fps=cfg.fps)
+    return CheckedRequest(options=options, notes=notes, settings=settings)
+
+
 def hash_config(payload: dict[str, Any]) -> str:
     """12 hex digits of the sha256 of ``payload`` as sorted JSON: a record's ``config_hash``."""
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -474,19 +575,6 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def _is_done(path: Path) -> bool:
     rec = read_record(path)
     return rec is not None and rec.get("status") == "ok"
-
-
-def _settings(cfg: RunConfig, backbone) -> GenerationSettings:
-    d = backbone.defaults
-    steps = cfg.num_inference_steps or (50 if not backbone.random_weights else 10)
-    return GenerationSettings(
-        num_frames=cfg.num_frames or d["num_frames"],
-        height=cfg.height or d["height"],
-        width=cfg.width or d["width"],
-        num_inference_steps=steps,
-        guidance_scale=cfg.guidance_scale,
-        fps=cfg.fps,
-    )
 
 
 def text_encoder_cut_note(backbone, prompt: str) -> str:
@@ -721,18 +809,19 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
     Raises:
         benchmark.data.DataError / benchmark.grid errors for a bad grid (before any work starts),
         benchmark.registry.UnknownMethodError / MethodLoadError for a method that cannot be found,
-        ValueError for a bad method option (:func:`check_method_options`, before anything is loaded),
+        ValueError for a bad request — geometry, steps, fps, guidance, a method option —
+        (:func:`check_request`, before anything is loaded),
         dualreal.engine.backbone.BackboneError for a backbone that cannot be loaded (or that the
         memory check refuses without ``allow_large``).
     """
     name = get_spec(cfg.method).name
-    options, notes = check_method_options(cfg.method, cfg.method_options, train_steps=cfg.train_steps)
-    for note in notes:
+    request = check_request(cfg)
+    for note in request.notes:
         log(f"[yellow]note:[/yellow] {note}")
     out = Path(cfg.out)
     cases, rank = select_cases(load_grid(cfg.grid, cfg.data_root), cases=cfg.cases, max_cases=cfg.max_cases,
                                max_prompts=cfg.max_prompts, seeds=cfg.seeds)
-    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress, options=options, notes=notes)
+    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress, request=request, log=log)
     return run_jobs(cases, out=out, method=name, producer=producer, rank=rank, progress=progress, log=log)
 
 
@@ -745,8 +834,8 @@ class _Generator:
     name: str
     out: Path
     progress: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    request: CheckedRequest | None = None
+    log: Callable[[str], None] = print
     config_hash: str = ""
     provenance: str = "run"
     fit_peak_gb: float | None = None
@@ -758,10 +847,19 @@ class _Generator:
         from dualreal.engine.backbone import load_backbone
 
         cfg = self.cfg
+        if self.request is None:
+            self.request = check_request(cfg)
+        self.options, self.notes, self.settings = self.request.options, list(self.request.notes), self.request.settings
         device = _device_for_rank(cfg.device)
+        scheduler = None if cfg.scheduler == SCHEDULER_AS_CONFIGURED else cfg.scheduler
         self.backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=device, allow_large=cfg.allow_large,
-                                      timestep_spacing=cfg.timestep_spacing)
-        self.settings = _settings(cfg, self.backbone)
+                                      timestep_spacing=cfg.timestep_spacing, scheduler=scheduler)
+        replaced = self.backbone.provenance().get("scheduler_replaces")
+        if replaced:
+            note = (f"sampler {type(self.backbone.scheduler).__name__} from the backbone's {replaced} configuration "
+                    "(--scheduler; as DualReal's inference script does)")
+            self.notes.append(note)
+            self.log(f"[yellow]note:[/yellow] {note}")
         self.method = create_method(cfg.method, self.backbone, **self.options)
         self.scorer = None
         self.training_budget: list[dict[str, Any]] | None = None

@@ -92,13 +92,10 @@ class GenerationSettings:
     fps: int = 8
 
     def geometry(self, backbone: Any) -> dict[str, int]:
-        """``{"num_frames", "height", "width"}`` with ``None`` replaced by ``backbone.defaults``."""
+        """``{"num_frames", "height", "width"}`` with ``None`` replaced by ``backbone.defaults`` (``0`` is a
+        value, kept: the pipeline refuses it)."""
         d = backbone.defaults
-        return {
-            "num_frames": int(self.num_frames or d["num_frames"]),
-            "height": int(self.height or d["height"]),
-            "width": int(self.width or d["width"]),
-        }
+        return {k: int(d[k] if getattr(self, k) is None else getattr(self, k)) for k in ("num_frames", "height", "width")}
 
 
 @dataclass
