@@ -90,6 +90,7 @@ TINY_PRESET: dict[str, Any] = {
         sample_height=16,
         sample_frames=9,
         patch_size=2,
+        patch_size_t=None,
         temporal_compression_ratio=4,
         max_text_seq_length=96,
         use_rotary_positional_embeddings=True,
@@ -366,16 +367,15 @@ class GeometryRules:
     def from_configs(cls, transformer: Mapping[str, Any], vae: Mapping[str, Any]) -> GeometryRules:
         """The rules of a transformer and a VAE configuration (dicts or diffusers ``FrozenDict``);
         a key a config file leaves out takes the diffusers class's default."""
-        t_defaults, v_defaults = _init_defaults("CogVideoXTransformer3DModel"), _init_defaults("AutoencoderKLCogVideoX")
+        def get(cfg: Mapping[str, Any], model: str, key: str) -> Any:
+            return cfg[key] if key in cfg else _init_defaults(model)[key]  # diffusers imported only then
 
-        def get(cfg: Mapping[str, Any], defaults: Mapping[str, Any], key: str) -> Any:
-            return cfg[key] if key in cfg else defaults[key]
-
+        t, v = "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX"
         return cls(
-            temporal_compression=int(get(vae, v_defaults, "temporal_compression_ratio")),
-            vae_spatial=2 ** (len(get(vae, v_defaults, "block_out_channels")) - 1),
-            patch_size=int(get(transformer, t_defaults, "patch_size")),
-            patch_size_t=get(transformer, t_defaults, "patch_size_t"),
+            temporal_compression=int(get(vae, v, "temporal_compression_ratio")),
+            vae_spatial=2 ** (len(get(vae, v, "block_out_channels")) - 1),
+            patch_size=int(get(transformer, t, "patch_size")),
+            patch_size_t=get(transformer, t, "patch_size_t"),
         )
 
     @property
