@@ -49,6 +49,7 @@ OTHER_BAD_REQUESTS = {
     "train steps 0": (["--train-steps", "0"], ["--train-steps must be >= 1, got 0"]),
     "fps 0": (["--fps", "0"], ["--fps must be > 0, got 0"]),
     "guidance -1": (["--guidance", "-1"], ["--guidance must be a finite number >= 0, got -1"]),
+    "guidance nan": (["--guidance", "nan"], ["--guidance must be a finite number >= 0, got nan"]),
     "scheduler": (["--scheduler", "DDPMScheduler"], ["--scheduler must be one of CogVideoXDPMScheduler, "
                                                      "CogVideoXDDIMScheduler, config, got 'DDPMScheduler'"]),
 }
