@@ -1168,7 +1168,6 @@ def load_backbone(
         parts = _build_tiny(seed)
         random_weights = True
     elif preset:
-        published = PUBLISHED_CONFIGS[RANDOM_PRESETS[source]]
         parts = dict(meta)
         if device.type != "meta":
             for offset, name in enumerate(MODULE_COMPONENTS):
