@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from dualreal.engine.errors import finite_latents_callback
 from dualreal.engine.prompts import pipeline_prompt_kwargs
 from dualreal.engine.protocol import CustomizationMethod, GeneratedVideo, GenerationSettings, frames_to_uint8
 
@@ -32,8 +33,14 @@ def generate_with_pipeline(pipe, backbone, prompt: str, seed: int, settings: Gen
     (:meth:`~dualreal.engine.protocol.GenerationSettings.geometry`). The generator lives on the CPU
     so a seed gives the same initial noise on every device. The prompt and the empty negative
     prompt are encoded once per process (:func:`dualreal.engine.prompts.pipeline_prompt_kwargs`).
-    ``kwargs`` go to the pipeline call.
+    ``kwargs`` go to the pipeline call (a ``callback_on_step_end`` of the caller's runs after the
+    latents' finiteness check).
+
+    Raises:
+        NonFiniteError: NaN/inf latents at a denoising step (named), or NaN/inf frames.
     """
+    kwargs["callback_on_step_end"] = finite_latents_callback(settings.num_inference_steps,
+                                                             kwargs.get("callback_on_step_end"))
     text = pipeline_prompt_kwargs(pipe, prompt, guidance_scale=settings.guidance_scale,
                                   max_sequence_length=backbone.max_text_seq_length)
     out = pipe(
@@ -56,5 +63,6 @@ class CogVideoXMethod(CustomizationMethod):
 
     def generate(self, prompt: str, seed: int, settings: GenerationSettings) -> GeneratedVideo:
         pipe = self.backbone.pipeline()
-        frames = generate_with_pipeline(pipe, self.backbone, strip_identity_token(prompt), seed, settings)
-        return GeneratedVideo(frames=frames, fps=settings.fps)
+        text = strip_identity_token(prompt)
+        frames = generate_with_pipeline(pipe, self.backbone, text, seed, settings)
+        return GeneratedVideo(frames=frames, fps=settings.fps, extras={"prompt_used": text})

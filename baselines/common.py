@@ -120,7 +120,8 @@ class BaselineConfig(TrainingConfig):
     def equal_budget(self, backbone: Any) -> EqualBudget:
         """DualReal's budget on ``backbone`` (module docstring); ``train_steps`` sets the total."""
         tiny = is_tiny(backbone)
-        total = int(self.train_steps or (TrainingConfig.TINY_STEPS if tiny else TrainingConfig.PAPER_STEPS))
+        total = int(self.train_steps if self.train_steps is not None
+                    else TrainingConfig.TINY_STEPS if tiny else TrainingConfig.PAPER_STEPS)
         motion = max(1, int(EQUAL_MOTION_RATIO * total + 0.5))
         identity = max(1, total - motion)
         return EqualBudget(

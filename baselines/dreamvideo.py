@@ -140,8 +140,9 @@ class DreamVideoConfig(ImageConditionedConfig, BaselineConfig):
         bottleneck width."""
         out = super().resolve(backbone)
         tiny = is_tiny(backbone)
-        identity = self.train_steps or self.identity_steps or (self.TINY_STEPS if tiny else self.PAPER_STEPS)
-        motion = self.train_steps or self.motion_steps or (self.TINY_STEPS if tiny else self.PAPER_STEPS)
+        default = self.TINY_STEPS if tiny else self.PAPER_STEPS
+        identity, motion = (next(v for v in (self.train_steps, own, default) if v is not None)
+                            for own in (self.identity_steps, self.motion_steps))
         batches = {}
         if self.budget == "equal":
             eq = self.equal_budget(backbone)

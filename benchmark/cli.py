@@ -30,6 +30,7 @@ from benchmark.registry import (
     load_method_class,
     plugin_problems,
 )
+from benchmark.media import DEGENERATE_RULE
 from benchmark.scorer import DD_PAD_MULTIPLES, DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH
 from benchmark.tables import TableFormat
 
@@ -124,12 +125,13 @@ MaxCasesOption = Annotated[Optional[int], typer.Option("--max-cases", help="At m
 MaxPromptsOption = Annotated[Optional[int], typer.Option("--max-prompts", help="At most this many prompts per case.")]
 SeedsOption = Annotated[Optional[str], typer.Option("--seeds", help="Seeds, comma-separated (default: the grid's, 42).")]
 FramesOption = Annotated[Optional[int], typer.Option(
-    "--frames", help="Frames per video, 4k+1 (default: the backbone's: 49 real, 9 tiny).")]
+    "--frames", help="Frames per video (default: the backbone's: 49 real, 9 tiny). `run` takes the counts the "
+    "CogVideoX VAE decodes exactly, 8k+1: 1, 9, 17, …, 49.")]
 HeightOption = Annotated[Optional[int], typer.Option(
-    "--height", help="Video height in pixels (default: the backbone's: 480 real, 128 tiny).")]
+    "--height", help="Video height in pixels (default: the backbone's: 480 real, 128 tiny); `run`: a multiple of 16.")]
 WidthOption = Annotated[Optional[int], typer.Option(
-    "--width", help="Video width in pixels (default: the backbone's: 720 real, 192 tiny).")]
-FpsOption = Annotated[int, typer.Option("--fps", help="Frame rate of the videos (the paper's: 8).")]
+    "--width", help="Video width in pixels (default: the backbone's: 720 real, 192 tiny); `run`: a multiple of 16.")]
+FpsOption = Annotated[int, typer.Option("--fps", help="Frame rate of the videos, > 0 (the paper's: 8).")]
 ExpectedBackboneOption = Annotated[str, typer.Option(
     "--backbone", help="Whose default geometry the videos have, as `run --backbone` takes it (never loaded): "
     "any CogVideoX folder or hub id gives the paper's 49 frames at 480×720, `tiny` 9 frames at 128×192.")]
@@ -186,10 +188,13 @@ def run(
     frames: FramesOption = None,
     height: HeightOption = None,
     width: WidthOption = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 50 real, 10 tiny).")] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 6.0,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps, >= 1 (default: 50 with pretrained weights, "
+                                                 "10 with random weights: tiny and the random presets).")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale, >= 0; <= 1 turns guidance off "
+                                            "(diffusers guides only above 1; a note says so).")] = 6.0,
     fps: FpsOption = 8,
-    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case (paper: 1000). "
+    train_steps: Annotated[Optional[int], typer.Option(help="Override the method's training steps per case, >= 1 "
+                                                       "(default: the method's; dualreal 1000 as the paper, 10 on tiny). "
                                                        "A method without training steps (cogvideox) ignores it, "
                                                        "with a note in the log and in every record (run_notes).")] = None,
     method_option: Annotated[Optional[list[str]], typer.Option(
@@ -222,10 +227,18 @@ def run(
     timestep_spacing: Annotated[str, typer.Option(
         "--timestep-spacing", help="The sampler's timestep spacing: 'trailing' (DualReal's inference script), "
         "'leading' or 'linspace'.")] = "trailing",
+    scheduler: Annotated[str, typer.Option(
+        "--scheduler", help="The sampler's class, built from the backbone's scheduler configuration: "
+        "CogVideoXDPMScheduler (the class DualReal's and THUDM's inference scripts swap in), CogVideoXDDIMScheduler, "
+        "or 'config' (the class the backbone's scheduler_config.json names). A class the methods cannot train and "
+        "sample with, or a prediction_type other than v_prediction, is refused. Recorded (scheduler, "
+        "scheduler_config_hash, scheduler_replaces).")] = "CogVideoXDPMScheduler",
 ) -> None:
     """Customise METHOD on each case of the grid, generate one mp4 per (prompt, seed), score and record it.
 
-    Re-running the same command resumes: finished videos are skipped, failed ones retried.
+    Re-running the same command resumes: finished videos are skipped, failed ones retried. The whole
+    request (frames, size, steps, fps, guidance, method options, …) is checked before any model is
+    loaded; each bad value fails with one line naming the valid ones.
 
     Examples:
 
@@ -243,20 +256,11 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from benchmark.media import RESIZE_MODES
-    from benchmark.runner import RunConfig, check_method_options, run as run_grid
-    from dualreal.engine.backbone import TIMESTEP_SPACINGS, BackboneError
+    from benchmark.runner import RunConfig, run as run_grid
+    from dualreal.engine.backbone import BackboneError
 
     method_class = _resolve_method(method)
     options = _method_options(method_class, method_option)
-    try:
-        check_method_options(method, options, train_steps=train_steps)
-    except ValueError as exc:
-        _fail(f"--method-option: {exc}" if method_option else str(exc))
-    for label, value, valid in (("--motion-resize", motion_resize, RESIZE_MODES), ("--identity-resize", identity_resize, RESIZE_MODES),
-                                ("--timestep-spacing", timestep_spacing, TIMESTEP_SPACINGS)):
-        if value not in valid:
-            _fail(f"{label} must be one of {', '.join(valid)}, got {value!r}")
     metric_list = _metric_options(metrics, weights_dir, random_weights, random_arch, dd_pad_multiple)
     cfg = RunConfig(
         method=method, grid=grid, data_root=data_root, backbone=backbone, out=out,
@@ -267,7 +271,7 @@ def run(
         weights_dir=weights_dir, random_metric_weights=random_weights, random_arch=random_arch,
         dd_pad_multiple=dd_pad_multiple, dtype=dtype, device=device, method_options=options,
         allow_large=allow_large, motion_resize=motion_resize, identity_resize=identity_resize,
-        timestep_spacing=timestep_spacing,
+        timestep_spacing=timestep_spacing, scheduler=scheduler,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
@@ -277,14 +281,12 @@ def run(
         _fail(str(exc))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(
-        f"{method}: {summary.done} done, {summary.skipped} already recorded, {summary.failed} failed "
-        f"({summary.cases} case(s)) → {out}",
-        highlight=False,
-    )
+    _listed("[yellow]waited for locked case(s)[/yellow] (another run into the same --out):", summary.locked, "yellow")
+    _listed(f"[yellow]{len(summary.degenerate)} flagged degenerate[/yellow] (scored; {DEGENERATE_RULE}):",
+            summary.degenerate, "yellow")
+    _listed(f"[red]{summary.failed} failed[/red]:", summary.errors, "red")
+    console.print(summary.text(method, out), highlight=False)
     if summary.failed:
-        for line in summary.errors[:20]:
-            console.print(f"  [red]✗[/red] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -293,12 +295,14 @@ def run(
 # ------------------------------------------------------------------------------------------------
 
 
-def print_results(df, out: Console) -> None:
+def print_results(df, out: Console, *, prompts: Optional[Path] = None) -> None:
     """Per-video rows and the mean as a rich table (labels, arrows and decimals from the metric
-    table), then the notes and the random-weights warning."""
+    table; a mean covering fewer videos than the row's ok count says how many, ``(n=3)``), then the
+    notes, the videos flagged degenerate, how many videos the prompt file matched (when ``prompts``
+    was given), the reference images used and the random-weights warning."""
     from rich.table import Table
 
-    from benchmark.evaluate import summarize
+    from benchmark.evaluate import summarize, summarize_counts
     from benchmark.metrics import METRICS
 
     metric_cols = [c for c in METRICS if c in df.columns]
@@ -310,14 +314,35 @@ def print_results(df, out: Console) -> None:
     for _, r in df.iterrows():
         status = r["status"] if r["status"] == "ok" else f"[red]failed[/red]: {r['error']}"
         table.add_row(Path(r["video"]).name, *[METRICS[c].format(r[c]) for c in metric_cols], status)
-    means = summarize(df)
-    n_ok = int((df["status"] == "ok").sum())
+    means, counts = summarize(df), summarize_counts(df)
+    ok = df[df["status"] == "ok"]
+    n_ok = len(ok)
     table.add_section()
-    table.add_row(f"[bold]mean ({n_ok} ok of {len(df)})[/bold]", *[METRICS[c].format(means[c]) for c in metric_cols], "")
+    cells = [METRICS[c].format(means[c]) + (f" (n={counts[c]})" if counts[c] != n_ok else "") for c in metric_cols]
+    table.add_row(f"[bold]mean ({n_ok} ok of {len(df)})[/bold]", *cells, "")
     out.print(table)
+    if any(counts[c] != n_ok for c in metric_cols):
+        out.print("[dim](n=…): the videos a mean covers, where a metric is undefined for some (notes below).[/dim]")
     if "metric_notes" in df:
-        for _, r in df[(df["status"] == "ok") & (df["metric_notes"] != "")].iterrows():
+        for _, r in ok[ok["metric_notes"].fillna("") != ""].iterrows():
             out.print(f"[dim]{Path(r['video']).name}: {r['metric_notes']}[/dim]", highlight=False)
+    if "degenerate" in ok and ok["degenerate"].fillna(False).astype(bool).any():
+        flagged = ok[ok["degenerate"].fillna(False).astype(bool)]
+        out.print(f"[yellow]{len(flagged)} of {n_ok} video(s) flagged degenerate[/yellow] (scored and averaged; "
+                  f"{DEGENERATE_RULE}):", highlight=False)
+        for _, r in flagged.iterrows():
+            out.print(f"  [yellow]•[/yellow] {Path(r['video']).name}: {r['degenerate_note']}", highlight=False)
+    if prompts is not None and "prompt_source" in df:
+        matched = int((df["prompt_source"] == "prompts").sum())
+        style = "yellow" if matched < len(df) else "dim"
+        by_name = int((df["prompt_source"] == "file name").sum())
+        out.print(f"[{style}]prompts matched {matched} of {len(df)} videos[/{style}] ({prompts})"
+                  + (f"; {by_name} from file names" if by_name else "")
+                  + ("; the others have no CLIP-T" if matched + by_name < len(df) else ""), highlight=False)
+    refs = sorted({int(v) for v in ok["num_ref_images"].dropna()}) if "num_ref_images" in ok else []
+    if any(refs):
+        out.print(f"[dim]CLIP-I / DINO-I references: {' or '.join(map(str, refs))} image(s) per video[/dim]",
+                  highlight=False)
     if "metric_random_weights" in df and bool(df["metric_random_weights"].fillna(False).astype(bool).any()):
         out.print("[bold red]RANDOM WEIGHTS: these numbers are meaningless (tests / smoke runs only).[/bold red]")
 
@@ -389,7 +414,7 @@ def eval_(
         _fail(str(exc))
     except ValueError as exc:  # bad arguments, an unusable reference folder (DataError, MediaError)
         _fail(str(exc))
-    print_results(df, stdout)
+    print_results(df, stdout, prompts=prompts)
     if out is not None:
         export_records(df, out)
         stdout.print(f"wrote {len(df)} rows to {out}", highlight=False)
@@ -537,13 +562,14 @@ def score(
     _listed(f"[red]{s.missing} missing[/red] (records `missing`; generate them and run this again):", s.missing_videos, "red")
     _listed(f"[red]{s.failed} failed[/red]:", s.errors, "red")
     _listed(f"[yellow]{len(result.flagged)} scored but flagged[/yellow] (geometry_mismatch):", result.flagged, "yellow")
+    _listed(f"[yellow]{len(s.degenerate)} flagged degenerate[/yellow] (scored; {DEGENERATE_RULE}):", s.degenerate, "yellow")
+    _listed("[yellow]waited for locked case(s)[/yellow] (another command into the same --out):", s.locked, "yellow")
     _listed(f"[yellow]{len(result.unexpected)} unexpected file(s) ignored[/yellow] (no manifest row names them):",
             result.unexpected, "yellow")
     console.print(
-        f"{method}: {s.done} scored, {s.skipped} already recorded, {s.missing} missing, {s.failed} failed, "
-        f"{len(result.flagged)} flagged ({s.cases} case(s); expected {result.geometry.text()})"
-        + (f"; {result.not_selected} file(s) of unselected videos ignored" if result.not_selected else "")
-        + f" → {out / method}",
+        s.text(method, out / method, done_word="scored", show_missing=True, counts=(f"{len(result.flagged)} flagged",),
+               detail=f"expected {result.geometry.text()}"
+               + (f"; {result.not_selected} file(s) of unselected videos ignored" if result.not_selected else "")),
         highlight=False,
     )
     if s.missing or s.failed:

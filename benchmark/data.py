@@ -31,12 +31,14 @@ file. Readers only list and validate: decoding happens once, in :func:`benchmark
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from benchmark.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
+from dualreal.engine.errors import cause_line
 
 __all__ = [
     "DataError",
@@ -46,11 +48,13 @@ __all__ = [
     "list_identity_masks",
     "load_identity",
     "load_motion",
+    "read_text",
     "read_lines",
     "natural_key",
     "class_word_from_name",
     "motion_prompt_from_name",
     "IDENTITY_TOKEN",
+    "error_line",
 ]
 
 #: The placeholder token of the identity in prompts (``"dog * is surfing"``).
@@ -64,6 +68,13 @@ class DataError(ValueError):
     """
 
 
+def error_line(exc: BaseException) -> str:
+    """An error as the one line a failed row or record carries (:func:`dualreal.engine.errors.cause_line`):
+    a :class:`DataError` or :class:`~benchmark.media.MediaError` as its message (it names the file),
+    any other error as ``"<Type>: <cause>"``."""
+    return cause_line(exc, with_type=not isinstance(exc, (DataError, MediaError)))
+
+
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
@@ -75,36 +86,55 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), name
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Read a UTF-8 text file as stripped lines.
+def read_text(path: str | os.PathLike, what: str = "text file") -> str:
+    """Read a text file as people save it: UTF-8, with or without a byte-order mark.
 
-    A UTF-8 BOM is removed, ``\\r\\n`` and ``\\r`` line ends are accepted, every line is stripped of
-    surrounding whitespace, and trailing empty lines are dropped.
-
-    Returns:
-        The lines (possibly an empty list for an empty file).
+    The one reader of every text file a user gives dualbench (prompt files, grids, ``cases.json``,
+    the folders' ``prompts.txt`` / ``videos.txt`` / ``eval_prompts.txt``). A UTF-8 BOM (Windows
+    Notepad, Excel's "CSV UTF-8") is removed; ``\r\n`` and ``\r`` line ends are left to the caller's
+    ``splitlines``.
 
     Raises:
-        DataError: the file is missing, unreadable, not UTF-8, or has an empty line followed by a
-            non-empty one.
+        DataError: missing, a folder, unreadable, or not UTF-8 — ``"<path>: not UTF-8 at line 3,
+            column 5 (byte 0xe9); save it as UTF-8"``.
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a text file") from None
+        raise DataError(f"{path}: is a folder, not a {what}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        start = exc.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)  # utf-8-sig counts after the BOM
+        head = raw[:start]
+        line = head.count(b"\n") + 1
+        line_start = head.rfind(b"\n") + 1
+        column = len(raw[line_start:start].decode("utf-8-sig", errors="replace")) + 1  # characters, as editors count
         raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "save it as UTF-8"
+            f"{path}: not UTF-8 at line {line}, column {column} (byte 0x{raw[start]:02x}); save it as UTF-8"
         ) from None
-    lines = [line.strip() for line in text.splitlines()]
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Read a UTF-8 text file (:func:`read_text`: a BOM is allowed) as stripped lines.
+
+    ``\r\n`` and ``\r`` line ends are accepted, every line is stripped of surrounding whitespace,
+    and trailing empty lines are dropped.
+
+    Returns:
+        The lines (possibly an empty list for an empty file).
+
+    Raises:
+        DataError: the file is missing, unreadable, not UTF-8 (line and column named), or has an
+            empty line followed by a non-empty one.
+    """
+    path = Path(path)
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     for i, line in enumerate(lines, start=1):

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmark.data import load_motion
+from benchmark.data import error_line, load_motion, read_text
 from benchmark.grid import reference_images
-from benchmark.media import VIDEO_EXTENSIONS, MediaError
+from benchmark.media import VIDEO_EXTENSIONS
 from benchmark.metrics import metric_columns
 from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
 
@@ -32,6 +32,7 @@ __all__ = [
     "prompt_from_filename",
     "evaluate_paths",
     "summarize",
+    "summarize_counts",
 ]
 
 
@@ -65,16 +66,16 @@ def load_prompts(path: str | os.PathLike) -> dict[str, str]:
     """Read a prompt file: a JSON object ``{name: prompt}`` or lines ``name<TAB>prompt``.
 
     Names may be a file name (``a.mp4``), a stem (``a``), a path relative to a given folder, or an
-    absolute path. In the TSV form, blank lines and lines starting with ``#`` are skipped.
+    absolute path. The file is UTF-8 with or without a byte-order mark
+    (:func:`benchmark.data.read_text`). In the TSV form, blank lines and lines starting with ``#``
+    are skipped.
 
     Raises:
-        ValueError: unreadable file, JSON that is not a string map, or a line without a tab.
+        ValueError: unreadable file or not UTF-8 (line named), JSON that is not a string map, or a
+            line without a tab (line named).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read prompt file ({exc.__class__.__name__})") from None
+    text = read_text(path, "prompt file")
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -116,13 +117,6 @@ def _lookup_prompt(video: Path, prompts: Mapping[str, str], roots: Sequence[Path
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line of at most 300 characters (a MediaError already names its file)."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = msg if isinstance(exc, MediaError) else f"{exc.__class__.__name__}: {msg}"
-    return text[:300]
-
-
 def evaluate_paths(
     videos: Sequence[str | os.PathLike],
     *,
@@ -161,7 +155,9 @@ def evaluate_paths(
     Returns:
         DataFrame with columns ``video``, the scorer's metric columns (``dynamic_degree_ref`` and
         ``dynamic_degree_delta`` come with ``dynamic_degree``), ``status`` (``ok`` | ``failed``),
-        ``error``, ``prompt`` and the scorer's info and provenance columns.
+        ``error``, ``prompt``, ``prompt_source`` (``prompts``: found in ``prompts``; ``file
+        name``: VBench's convention; ``""``: none) and the scorer's info and provenance columns
+        (among them ``num_ref_images``, ``degenerate``, ``degenerate_note``, ``metric_notes``).
 
     Raises:
         ValueError: bad arguments (unknown metric, unreadable prompt file, no video given).
@@ -198,20 +194,23 @@ def evaluate_paths(
         if on_video is not None:
             on_video(path)
         prompt = _lookup_prompt(path, prompt_map, roots)
+        source = "prompts" if prompt is not None else ""
         if prompt is None and use_filename_prompts:
-            prompt = prompt_from_filename(path)
+            prompt, source = prompt_from_filename(path), "file name"
         try:
             row = scorer.score_file(path, prompt=prompt, ref_images=ref_images, dd_ref=dd_ref)
             row.update(status="ok", error="")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the others
             row = {"video": str(path), **{m: math.nan for m in scorer.columns}, "status": "failed",
-                   "error": _one_line(exc), **scorer.provenance}
+                   "error": error_line(exc), **scorer.provenance}
         row["video"] = str(path)
         row["prompt"] = prompt if prompt is not None else ""
+        row["prompt_source"] = source
         rows.append(row)
 
     df = pd.DataFrame(rows)
-    cols = ["video", *scorer.columns, "status", "error", "prompt", *[c for c in scorer.info_columns if c in df.columns]]
+    cols = ["video", *scorer.columns, "status", "error", "prompt", "prompt_source",
+            *[c for c in scorer.info_columns if c in df.columns]]
     cols += [c for c in df.columns if c not in cols]
     return df[cols]
 
@@ -222,3 +221,11 @@ def summarize(df: pd.DataFrame) -> dict[str, float]:
     ok = df[df["status"] == "ok"] if "status" in df else df
     cols = [c for c in metric_columns() if c in df.columns]
     return {c: float(pd.to_numeric(ok[c], errors="coerce").mean()) if len(ok) else math.nan for c in cols}
+
+
+def summarize_counts(df: pd.DataFrame) -> dict[str, int]:
+    """How many ``ok`` rows each mean of :func:`summarize` covers: the rows with a value (an
+    undefined metric — too few frames, no prompt, no reference — is NaN and left out)."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    cols = [c for c in metric_columns() if c in df.columns]
+    return {c: int(pd.to_numeric(ok[c], errors="coerce").notna().sum()) for c in cols}

@@ -56,6 +56,7 @@ from benchmark.data import (
     list_identity_images,
     load_identity,
     load_motion,
+    read_text,
 )
 from benchmark.media import IMAGE_EXTENSIONS, MediaError, RESIZE_MODES, read_image, read_video, resize_frames, select_frames
 from dualreal.engine.protocol import CaseData
@@ -269,10 +270,7 @@ def load_yaml_grid(path: str | os.PathLike) -> list[Case]:
     path = Path(os.path.abspath(Path(path).expanduser()))
     if not path.is_file():
         raise DataError(f"{path}: grid file not found")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (offset {exc.start})") from None
+    text = read_text(path, "grid file")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -428,9 +426,9 @@ def load_dualreal50(data_root: str | os.PathLike) -> list[Case]:
             f"{index}: not found; the dualreal50 data root must hold cases.json, identities/ and motions/"
         )
     try:
-        entries = json.loads(index.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{index}: not valid UTF-8 JSON ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+        entries = json.loads(read_text(index))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{index}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{index}: expected a non-empty JSON list of cases")
     cache = _FolderCache()

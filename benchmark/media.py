@@ -24,8 +24,13 @@ __all__ = [
     "read_image",
     "read_video",
     "write_video",
+    "gif_fps",
     "frames_sha256",
     "file_sha256",
+    "BLANK_STD",
+    "FROZEN_MAE",
+    "DEGENERATE_RULE",
+    "degenerate_note",
     "RESIZE_MODES",
     "resize_frames",
     "select_frames",
@@ -130,6 +135,12 @@ def read_video(
     frame's size, so the result is always one tensor. A rotation in the container's display matrix
     (phone videos) is applied, as players and ``ffmpeg`` do, so frames come out upright.
 
+    GIF timing is taken as browsers play it (:func:`gif_fps`): each frame's delay, where a delay
+    under 2 centiseconds (0 or 1, "as fast as possible") counts as 10 centiseconds — what Chrome,
+    Firefox and Safari do — and the frame rate is the frames decoded over the sum of their delays.
+    FFmpeg's own average rate differs (a GIF of 1-cs delays reads as 100 fps, one of 0-cs delays
+    as 12.5 fps); the rate returned here is the one every score and row records (``fps``).
+
     Args:
         path: video file (mp4/avi/gif/webm/mov/mkv, anything FFmpeg reads).
         max_frames: stop after this many frames (``None``: all).
@@ -158,7 +169,11 @@ def read_video(
             fps = float(rate) if rate else 8.0
             size = None
             quarter_turns = 0
+            is_gif = container.format.name == "gif"
+            delays: list[float | None] = []
             for frame in container.decode(stream):
+                if is_gif:
+                    delays.append(float(frame.duration * frame.time_base) if frame.duration and frame.time_base else None)
                 if size is None:
                     size = (frame.width, frame.height)
                     # Display matrix (phone videos): FFmpeg's angle is counter-clockwise.
@@ -180,7 +195,31 @@ def read_video(
     if len(frames) < min_frames:
         what = "no frames" if not frames else f"{len(frames)} frame(s)"
         raise MediaError(f"{path}: {what}, need at least {min_frames}")
+    if is_gif and delays:
+        fps = gif_fps(delays[: len(frames)])
     return torch.from_numpy(np.stack(frames)), fps
+
+
+#: A GIF frame delay below this (seconds) is played as :data:`GIF_DEFAULT_DELAY` by browsers.
+GIF_MIN_DELAY = 0.02
+#: The delay browsers give a GIF frame whose delay is below :data:`GIF_MIN_DELAY` (seconds).
+GIF_DEFAULT_DELAY = 0.1
+
+
+def gif_fps(delays: list[float | None]) -> float:
+    """The frame rate of a GIF as browsers play it: frames over the sum of their delays, where a
+    delay under 2 centiseconds (:data:`GIF_MIN_DELAY`: 0 or 1 cs, or unknown) counts as 10 cs
+    (:data:`GIF_DEFAULT_DELAY`) — Chrome, Firefox and Safari's rule, and FFmpeg's ``gif`` demuxer
+    default for a zero delay.
+
+    Args:
+        delays: each frame's delay in seconds (None: not given).
+
+    Returns:
+        Frames per second (10.0 for GIFs whose delays are all under 2 cs).
+    """
+    played = [d if d is not None and d >= GIF_MIN_DELAY - 1e-9 else GIF_DEFAULT_DELAY for d in delays]
+    return len(played) / sum(played)
 
 
 def write_video(
@@ -244,6 +283,48 @@ def frames_sha256(frames: torch.Tensor) -> str:
     frames for ``dualbench score``, so equal values mean bit-identical pixels.
     """
     return hashlib.sha256(frames.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+#: A frame is blank when the standard deviation of its pixel values (over height, width and
+#: channels, on the 0–255 scale) is below this: one flat colour, give or take codec noise.
+BLANK_STD = 2.0
+#: A video is frozen when every frame differs from the first by a mean absolute difference below
+#: this many grey levels (0–255 scale): the picture does not change.
+FROZEN_MAE = 1.0
+#: The rule of :func:`degenerate_note`, as docs and tables state it.
+DEGENERATE_RULE = (f"blank (every frame's pixel standard deviation < {BLANK_STD:g} grey levels) or frozen "
+                   f"(every frame within a mean absolute difference of {FROZEN_MAE:g} grey level of the first)")
+
+
+def degenerate_note(frames: torch.Tensor) -> str:
+    """Why a video is degenerate — constant frames, or nearly so — or ``""`` when it is not.
+
+    The rule (:data:`DEGENERATE_RULE`): **blank** when every frame's pixel standard deviation is
+    below :data:`BLANK_STD` (an all-black video, a flat grey one); **frozen** when the video has at
+    least two frames and each differs from the first by a mean absolute difference below
+    :data:`FROZEN_MAE`. Such videos are still scored and averaged — they are what the method made —
+    but flagged (``degenerate``, ``degenerate_note`` in every row), since their temporal scores are
+    perfect by construction (temporal flickering 1.0).
+
+    Args:
+        frames: uint8 ``(F, H, W, 3)``.
+
+    Returns:
+        ``"blank: …"``, ``"frozen: …"`` or ``""``; computed one frame at a time (no float copy of
+        the whole video).
+    """
+    first = frames[0].to(torch.float32)
+    stds, maes = [], []
+    for f in frames:
+        x = f.to(torch.float32)
+        stds.append(float(x.std(correction=0)))
+        maes.append(float((x - first).abs().mean()))
+    if max(stds) < BLANK_STD:
+        return f"blank: every frame is one flat colour (largest pixel std {max(stds):.2f} < {BLANK_STD:g})"
+    if len(maes) > 1 and max(maes) < FROZEN_MAE:
+        return (f"frozen: no frame differs from the first by more than {max(maes):.2f} grey levels on average "
+                f"(< {FROZEN_MAE:g})")
+    return ""
 
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}

@@ -3,8 +3,9 @@
 1. :func:`plot_controller_traces` — the identity weight of each block group against the denoising
    step (the paper's Figure 7), averaged over the videos of a method.
 2. :func:`plot_metric_bars` — one panel per Table 1 metric of the metric table (and per deviation
-   column), one bar per method, 95 % bootstrap intervals as error bars (from
-   :func:`benchmark.tables.aggregate`); titles, axis limits and the zero line follow each record.
+   column), one bar per method from zero (or points on a stated, zoomed axis when bars could not
+   show the differences: :func:`metric_axis`), 95 % bootstrap intervals as error bars (from
+   :func:`benchmark.tables.aggregate`).
 3. :func:`plot_dd_vs_ref` — per motion, the reference clips' dynamic degree next to each method's.
 
 ``dualbench plots`` draws all three (:func:`make_plots`); ``dualbench report`` embeds them.
@@ -52,6 +53,7 @@ __all__ = [
     "load_controller_traces",
     "plot_controller_traces",
     "plot_metric_bars",
+    "metric_axis",
     "plot_dd_vs_ref",
     "make_plots",
 ]
@@ -243,12 +245,45 @@ def bar_metrics() -> list[str]:
     return out
 
 
+#: Below this spread (the values and their intervals, relative to their magnitude) bars from zero
+#: would all look the same: :func:`metric_axis` then asks for points on a zoomed axis.
+POINTS_BELOW_SPREAD = 0.05
+
+
+def metric_axis(mean: np.ndarray, low: np.ndarray, high: np.ndarray, info) -> tuple[float, float] | None:
+    """How a metric panel of :func:`plot_metric_bars` is drawn honestly.
+
+    Bars start at zero (their length is the value). When every value and interval lies within a
+    spread under :data:`POINTS_BELOW_SPREAD` of their magnitude (CLIP-I 0.9446–0.9454), bars from
+    zero would hide the differences and a bar cut above zero would exaggerate them, so the panel is
+    drawn as points on a zoomed axis whose range the title states.
+
+    Args:
+        mean, low, high: per method: value and 95 % interval (NaN: none).
+        info: the metric's record (a bounded metric's zoomed axis stays within its range).
+
+    Returns:
+        None for bars from zero; ``(bottom, top)`` of the zoomed axis for points.
+    """
+    lo = float(np.nanmin(np.where(np.isfinite(low), low, mean)))
+    hi = float(np.nanmax(np.where(np.isfinite(high), high, mean)))
+    scale = max(abs(lo), abs(hi))
+    if not (math.isfinite(scale) and scale > 0) or hi - lo >= POINTS_BELOW_SPREAD * scale:
+        return None
+    pad = max(hi - lo, 1e-3 * scale) * 0.5
+    bottom, top = lo - pad, hi + pad
+    if info.bounded:
+        bottom, top = max(info.range[0], bottom), min(info.range[1], top)
+    return bottom, top
+
+
 def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics") -> list[Path]:
     """One panel per metric of :func:`bar_metrics`, a bar per method, 95 % CI error bars.
 
-    A panel's title is the metric's label (``→ 0`` added for a closest-to-zero column, which also
-    gets a zero line); a bounded metric's axis stays within its range. Returns ``[]`` (no files)
-    when no method has a scored video.
+    A panel's title is the metric's label (``→ 0`` added for a closest-to-zero column). Bars start
+    at zero, with a zero line; a panel whose values differ too little to see as bars is drawn as
+    points on a zoomed axis, its range stated in the title (:func:`metric_axis`). Returns ``[]``
+    (no files) when no method has a scored video.
 
     Args:
         agg: :func:`benchmark.tables.aggregate` output.
@@ -280,21 +315,30 @@ def plot_metric_bars(agg: pd.DataFrame, out_dir: Path, *, stem: str = "metrics")
         high = agg.get(f"{m}_ci_high", pd.Series(np.nan, index=agg.index)).to_numpy(dtype=float)
         err = np.vstack([np.where(np.isfinite(low), mean - low, 0.0), np.where(np.isfinite(high), high - mean, 0.0)])
         err = np.clip(np.nan_to_num(err), 0, None)
-        bars = ax.bar(x, np.nan_to_num(mean), yerr=err, capsize=3, color=colours, edgecolor="black", lw=0.5)
-        for bar, rnd, val in zip(bars, agg.get("random_weights", [False] * len(agg)), mean):
-            if rnd:
-                bar.set_hatch("//")
-            if not math.isfinite(val):
-                bar.set_alpha(0.0)
-        if info.direction == "zero":
+        randoms = list(agg.get("random_weights", [False] * len(agg)))
+        axis = metric_axis(mean, low, high, info)
+        if axis is None:  # bars, from zero
+            bars = ax.bar(x, np.nan_to_num(mean), yerr=err, capsize=3, color=colours, edgecolor="black", lw=0.5)
+            for bar, rnd, val in zip(bars, randoms, mean):
+                if rnd:
+                    bar.set_hatch("//")
+                if not math.isfinite(val):
+                    bar.set_alpha(0.0)
+            bottom, top = ax.get_ylim()
+            ax.set_ylim(min(bottom, 0.0), max(top, 0.0))
+        else:  # points on a zoomed axis, its range stated in the title
+            for xi, val, e, colour, rnd in zip(x, mean, err.T, colours, randoms):
+                if math.isfinite(val):
+                    ax.errorbar([xi], [val], yerr=e.reshape(2, 1), fmt="D" if rnd else "o", color=colour, capsize=3,
+                                mec="black", mew=0.5)
+            ax.set_ylim(*axis)
+            d = info.decimals + 1
+            title += f"\npoints; axis {axis[0]:.{d}f}–{axis[1]:.{d}f}, not from 0"
+        if info.direction == "zero" or axis is None:
             ax.axhline(0, color="black", lw=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-        if info.bounded:  # zoom on the bars, within the metric's range
-            lo = np.nanmin(np.where(np.isfinite(low), low, mean))
-            hi = np.nanmax(np.where(np.isfinite(high), high, mean))
-            pad = max(hi - lo, 1e-3) * 0.5
-            ax.set_ylim(max(info.range[0], lo - pad), min(info.range[1], hi + pad))
+        ax.set_xlim(-0.6, len(agg) - 0.4)
         ax.grid(axis="y", alpha=0.3)
     note = "error bars: 95 % bootstrap interval over cases"
     if "random_weights" in agg and agg["random_weights"].any():

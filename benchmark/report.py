@@ -9,7 +9,8 @@ Layout of ``--out``::
                                              allows, copies otherwise: the folder stands alone)
     posters/<method>/<case>/pNNN_sSEED.jpg   first frame of each video (shown before playing)
 
-The page: Tables 1–3 (2 and 3 only when ablation runs exist) with the paper's rows, the plots,
+The page: Table 1 (always, as ``dualbench table`` prints it) and Tables 2–3 (when ablation runs
+exist) with the paper's rows, the plots,
 then per case a grid — one row per (prompt, seed), one column per method — of ``<video controls
 loop muted>`` elements with that video's scores. Every ``src`` is relative to ``index.html``.
 """
@@ -204,8 +205,8 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
         body.append(f'<p class="warning">{_e(RANDOM_NOTE)}: '
                     f"{_e(', '.join(agg.loc[agg['random_weights'], 'method']))}.</p>")
     body.append('<h2 id="tables">Tables</h2>')
-    for t in (1, 2, 3):  # Tables 2 and 3 only when an ablation variant ran (not for `dualreal` alone)
-        if any(m != "dualreal" for m, _ in table_rows(agg["method"], t)):
+    for t in (1, 2, 3):  # Table 1 always (as `dualbench table`); 2 and 3 when an ablation variant ran
+        if t == 1 or any(m != "dualreal" for m, _ in table_rows(agg["method"], t)):
             body.append('<div class="scroll">' + render_html(build_table(agg, table=t, paper=True, n_boot=n_boot,
                                                                         seed=seed)) + "</div>")
 

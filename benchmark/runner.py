@@ -25,6 +25,7 @@ import datetime as _dt
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -36,11 +37,13 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from benchmark import __version__
+from benchmark.data import error_line
 from benchmark.grid import Case, DecodedCase, decode_case, filter_cases, load_grid
-from benchmark.media import DECODER, MediaError, frames_sha256, write_video
+from benchmark.media import DECODER, MediaError, degenerate_note, frames_sha256, write_video
 from benchmark.registry import all_specs, create_method, get_spec, load_method_class
 from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
 from benchmark.store import read_json, record_path, video_path, write_json, write_record
+from dualreal.engine.errors import NonFiniteError
 from dualreal.engine.protocol import GenerationSettings
 
 __all__ = [
@@ -57,7 +60,10 @@ __all__ = [
     "read_record",
     "hash_config",
     "shard_of",
+    "text_encoder_cut_note",
     "check_method_options",
+    "check_request",
+    "CheckedRequest",
     "peak_memory",
 ]
 
@@ -79,7 +85,15 @@ class RunConfig:
     * ``motion_resize`` / ``identity_resize``: how training clips and identity images reach the
       training resolution (:func:`benchmark.grid.decode_case`: the release's stretch for clips,
       a centre crop for identity images); ``timestep_spacing``: the sampler's (``trailing``, the
-      release's); all three recorded.
+      release's); all three recorded;
+    * ``scheduler``: the sampler's class (:func:`dualreal.engine.backbone.load_backbone`):
+      ``CogVideoXDPMScheduler`` (default: the class DualReal's and THUDM's inference scripts swap
+      in, from the backbone's own scheduler configuration; a replaced class is logged and recorded
+      as ``scheduler_replaces``), ``CogVideoXDDIMScheduler``, or ``config`` (the class the
+      backbone's ``scheduler_config.json`` names).
+
+    Every field is checked at once, before any model is loaded (:func:`check_request`); ``0`` is a
+    value (refused where it is not valid), only ``None`` means "the default".
     """
 
     method: str
@@ -112,6 +126,14 @@ class RunConfig:
     motion_resize: str = "stretch"
     identity_resize: str = "crop"
     timestep_spacing: str = "trailing"
+    scheduler: str = "CogVideoXDPMScheduler"
+
+
+#: ``RunConfig.scheduler`` value that keeps the class the backbone's scheduler configuration names.
+SCHEDULER_AS_CONFIGURED = "config"
+#: Denoising steps when ``--steps`` is not given: the paper's 50 (docs/METHOD.md §4) for pretrained
+#: weights, 10 for random-weights backbones (smoke runs).
+PAPER_STEPS, RANDOM_WEIGHTS_STEPS = 50, 10
 
 
 @dataclass(frozen=True)
@@ -207,7 +229,9 @@ class VideoJob:
         Returns:
             :meth:`base_record` + ``status="ok"``, ``error=None``, ``fields``, ``frames_sha256``
             (:func:`benchmark.media.frames_sha256`), ``num_frames, height, width, fps``, the scores
-            (:meth:`with_scores`) and ``random_weights``.
+            (:meth:`with_scores`; with them ``num_ref_images``), ``degenerate`` and
+            ``degenerate_note`` (:func:`benchmark.media.degenerate_note`, also without a scorer) and
+            ``random_weights``.
         """
         rec = self.base_record()
         rec.update(status="ok", error=None, **fields)
@@ -217,6 +241,9 @@ class VideoJob:
         if scorer is not None:
             rec = self.with_scores(rec, scorer, frames, fps)
             metric_random = bool(rec.get("metric_random_weights", False))
+        else:
+            note = degenerate_note(frames)
+            rec.update(degenerate=bool(note), degenerate_note=note)
         rec["random_weights"] = bool(random_weights or metric_random)
         return rec
 
@@ -237,9 +264,22 @@ class VideoJob:
 
 @dataclass
 class RunSummary:
-    """What :func:`run_jobs` did: ``done`` (ok records written), ``skipped`` (already recorded),
-    ``failed``, ``missing`` (``dualbench score`` only: videos not found), ``cases`` (this rank's),
-    ``errors`` (one line per failure) and ``missing_videos`` (the paths looked for)."""
+    """What :func:`run_jobs` did.
+
+    Attributes:
+        done: ``ok`` records written by this process.
+        skipped: videos already recorded ``ok`` when it started.
+        failed: ``failed`` records written, with one line each in ``errors``.
+        cases: this rank's cases.
+        missing: ``missing`` records (``dualbench score`` only: videos not found), the paths looked
+            for in ``missing_videos``.
+        degenerate: ``ok`` videos flagged degenerate (blank or frozen frames), one line each.
+        locked: cases another process held locked (another run into the same runs folder) when
+            this one reached them; it waited for each (:func:`run_jobs`), one line each naming
+            the holder.
+        by_other: videos of those cases that the other process recorded ``ok`` while this one
+            waited (neither ``done`` nor ``skipped``).
+    """
 
     done: int = 0
     skipped: int = 0
@@ -248,6 +288,29 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     missing: int = 0
     missing_videos: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    by_other: int = 0
+
+    def text(self, method: str, out: Path, *, done_word: str = "done", show_missing: bool = False,
+             counts: tuple[str, ...] = (), detail: str = "") -> str:
+        """The one-line summary, e.g. ``lora: 3 done, 1 already recorded, 2 recorded by another run
+        while this one waited for 1 locked case(s), 0 failed, 1 degenerate (2 case(s)) → runs``.
+
+        The locked, missing and degenerate counts appear only when not zero (``show_missing``:
+        always the missing one); ``counts`` are the caller's, after ``failed``; ``detail`` follows
+        the case count in the brackets.
+        """
+        parts = [f"{self.done} {done_word}", f"{self.skipped} already recorded"]
+        if self.locked:
+            parts.append(f"{self.by_other} recorded by another run while this one waited for "
+                         f"{len(self.locked)} locked case(s)")
+        if self.missing or show_missing:
+            parts.append(f"{self.missing} missing")
+        parts += [f"{self.failed} failed", *counts]
+        if self.degenerate:
+            parts.append(f"{len(self.degenerate)} degenerate")
+        return f"{method}: {', '.join(parts)} ({self.cases} case(s){'; ' + detail if detail else ''}) → {out}"
 
 
 def shard_of(items: list, rank: int, world: int) -> list:
@@ -295,16 +358,41 @@ def _remove_partial_files(case_dir: Path) -> None:
             part.unlink()
 
 
+LOCK_NAME = ".lock"
+
+
 @contextlib.contextmanager
-def _case_lock(folder: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``folder/.lock`` (released by the OS if the process dies)."""
+def _case_lock(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock on ``folder/.lock`` (released by the OS if the process dies).
+
+    Yields True once held — after waiting for another holder when ``wait`` — or, with
+    ``wait=False``, False at once when another process holds it. The holder writes ``pid <n> on
+    <host> since <UTC time>`` into the file, for :func:`_lock_holder`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as fh:
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            fh.truncate(0)
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
+            fh.flush()
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock_holder(folder: Path) -> str:
+    """Who holds ``folder/.lock``, as its holder wrote it (``pid 123 on node7 since …``), or ``another process``."""
+    try:
+        text = (folder / LOCK_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return text.splitlines()[0] if text else "another process"
 
 
 @dataclass
@@ -387,6 +475,88 @@ def check_method_options(method: str, options: dict[str, Any], *, train_steps: i
     return merged, notes
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A run request that :func:`check_request` accepted.
+
+    Attributes:
+        options: the method's constructor options (:func:`check_method_options`).
+        notes: one line per rule that changes or qualifies the request (logged, recorded in every
+            record's ``run_notes``).
+        settings: the sampler settings with every default made concrete.
+    """
+
+    options: dict[str, Any]
+    notes: list[str]
+    settings: GenerationSettings
+
+
+def check_request(cfg: RunConfig) -> CheckedRequest:
+    """Check the whole request of :func:`run` before anything is loaded (well under a second for the
+    checks themselves; the backbone's configuration files are read, never its weights).
+
+    Checks, each failing with one line that names the option as ``dualbench run`` spells it and the
+    valid values: ``--frames`` a count the backbone's VAE decodes exactly, ``--height`` /
+    ``--width`` multiples of what it needs (:class:`dualreal.engine.backbone.GeometryRules`, from
+    :func:`~dualreal.engine.backbone.geometry_rules`: the preset tables or the folder's
+    ``transformer/config.json`` and ``vae/config.json``); ``--steps`` ≥ 1, ``--train-steps`` ≥ 1,
+    ``--fps`` > 0, ``--guidance`` finite and ≥ 0 (≤ 1 gives a note: diffusers' ``CogVideoXPipeline``
+    runs classifier-free guidance only when ``guidance_scale > 1``); ``--dtype``, the resize
+    modes, the timestep spacing and the scheduler from their lists; the method and its options
+    (:func:`check_method_options`). ``None`` takes the backbone's default; ``0`` is a value.
+
+    Returns:
+        A :class:`CheckedRequest`.
+
+    Raises:
+        ValueError: the first bad value (one line).
+        UnknownMethodError, MethodLoadError: the method cannot be found or imported.
+        dualreal.engine.backbone.BackboneError: a backbone that cannot be resolved (the error the
+            loader gives).
+    """
+    from benchmark.media import RESIZE_MODES
+    from dualreal.engine.backbone import (
+        DTYPES,
+        SUPPORTED_SCHEDULERS,
+        TIMESTEP_SPACINGS,
+        default_geometry,
+        geometry_rules,
+        random_weights_source,
+    )
+
+    for label, value in (("--steps", cfg.num_inference_steps), ("--train-steps", cfg.train_steps),
+                         ("--max-clips", cfg.max_clips)):
+        if value is not None and value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+    if not (math.isfinite(cfg.fps) and cfg.fps > 0):
+        raise ValueError(f"--fps must be > 0, got {cfg.fps}")
+    if not (math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0):
+        raise ValueError(f"--guidance must be a finite number >= 0, got {cfg.guidance_scale}")
+    schedulers = (*SUPPORTED_SCHEDULERS, SCHEDULER_AS_CONFIGURED)
+    for label, value, valid in (("--motion-resize", cfg.motion_resize, RESIZE_MODES),
+                                ("--identity-resize", cfg.identity_resize, RESIZE_MODES),
+                                ("--timestep-spacing", cfg.timestep_spacing, TIMESTEP_SPACINGS),
+                                ("--scheduler", cfg.scheduler, schedulers),
+                                ("--dtype", cfg.dtype, tuple(DTYPES))):
+        if value not in valid:
+            raise ValueError(f"{label} must be one of {', '.join(valid)}, got {value!r}")
+    try:
+        options, notes = check_method_options(cfg.method, cfg.method_options, train_steps=cfg.train_steps)
+    except ValueError as exc:
+        raise ValueError(f"--method-option: {exc}" if cfg.method_options else str(exc)) from None
+    d = default_geometry(cfg.backbone)
+    geometry = {k: d[k] if getattr(cfg, k) is None else getattr(cfg, k) for k in ("num_frames", "height", "width")}
+    geometry_rules(cfg.backbone).check(**geometry, backbone=f"backbone {cfg.backbone}")
+    steps = cfg.num_inference_steps
+    if steps is None:
+        steps = RANDOM_WEIGHTS_STEPS if random_weights_source(cfg.backbone) else PAPER_STEPS
+    if cfg.guidance_scale <= 1:
+        notes.append(f"--guidance {cfg.guidance_scale:g} <= 1: no classifier-free guidance (diffusers' CogVideoXPipeline "
+                     "guides only when guidance_scale > 1; the paper's is 6)")
+    settings = GenerationSettings(**geometry, num_inference_steps=steps, guidance_scale=cfg.guidance_scale, fps=cfg.fps)
+    return CheckedRequest(options=options, notes=notes, settings=settings)
+
+
 def hash_config(payload: dict[str, Any]) -> str:
     """12 hex digits of the sha256 of ``payload`` as sorted JSON: a record's ``config_hash``."""
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -407,17 +577,19 @@ def _is_done(path: Path) -> bool:
     return rec is not None and rec.get("status") == "ok"
 
 
-def _settings(cfg: RunConfig, backbone) -> GenerationSettings:
-    d = backbone.defaults
-    steps = cfg.num_inference_steps or (50 if not backbone.random_weights else 10)
-    return GenerationSettings(
-        num_frames=cfg.num_frames or d["num_frames"],
-        height=cfg.height or d["height"],
-        width=cfg.width or d["width"],
-        num_inference_steps=steps,
-        guidance_scale=cfg.guidance_scale,
-        fps=cfg.fps,
-    )
+def text_encoder_cut_note(backbone, prompt: str) -> str:
+    """What the backbone's text encoder did not read of ``prompt`` at generation, or ``""``.
+
+    CogVideoX's pipeline tokenises with ``max_length=max_sequence_length`` and truncation
+    (diffusers ``CogVideoXPipeline._get_t5_prompt_embeds``; the run passes the transformer's
+    ``max_text_seq_length``, 226 on CogVideoX), so a longer prompt is cut without an error.
+
+    Returns:
+        ``"prompt cut to 226 of its 301 T5 tokens at generation"`` (recorded as ``prompt_note``).
+    """
+    limit = backbone.max_text_seq_length
+    n = len(backbone.tokenizer(prompt, add_special_tokens=True).input_ids)
+    return f"prompt cut to {limit} of its {n} T5 tokens at generation" if n > limit else ""
 
 
 def select_cases(grid: list[Case], *, cases: list[str] | None = None, max_cases: int | None = None,
@@ -500,6 +672,16 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
     re-check what is left, remove temp files of killed processes, :meth:`~VideoProducer.open_case`,
     then per video :meth:`~VideoProducer.produce` and write its record (atomically) and event line.
 
+    A case whose lock another process holds (another run into the same ``out``) is put off until
+    the other cases are done; then this process says so — the case and the holder (``pid 123 on
+    node7 since …``) — and waits for the lock. Videos the other process recorded meanwhile are
+    counted in :attr:`RunSummary.by_other`, the case in :attr:`RunSummary.locked`; anything left is
+    done here.
+
+    An error of one case (``open_case``: a bad file, a diverged training) fails that case's videos;
+    an error of one video (``produce``: NaN latents, an unreadable file) fails that video. Each
+    failure is a record with a one-line error (:func:`benchmark.data.error_line`); the loop goes on.
+
     Args:
         cases: this rank's cases (:func:`select_cases`).
         out: the runs folder.
@@ -532,54 +714,82 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
         if progress is not None:
             progress.update(task, description=f"{method} · {text}")
 
+    def advance(n: int = 1) -> None:
+        if progress is not None:
+            progress.advance(task, n)
+
+    def record(job: VideoJob, rec: dict[str, Any]) -> None:
+        if rec["status"] == "ok":
+            summary.done += 1
+            if rec.get("degenerate"):
+                summary.degenerate.append(f"{job.label}: {rec.get('degenerate_note', '')}")
+        elif rec["status"] == "missing":
+            summary.missing += 1
+            summary.missing_videos.append(rec["error"])
+        else:
+            summary.failed += 1
+            summary.errors.append(rec["error"])
+        write_record(out, rec)
+        _log_event(out, rank, event=rec["status"], method=method, case=job.case.name,
+                   prompt_index=job.prompt_index, seed=job.seed)
+        advance()
+
+    def work(case: Case, todo: list[tuple[int, str, int]]) -> None:
+        """The case's videos still to do, under its lock."""
+        _remove_partial_files(out / method / case.name)
+        jobs = [VideoJob(method=method, case=case, prompt_index=i, prompt=prompt, seed=seed,
+                         config_hash=producer.config_hash, provenance=producer.provenance)
+                for i, prompt, seed in todo]
+        try:
+            fit_seconds = producer.open_case(case, status)
+        except (MediaError, ValueError, OSError, NonFiniteError) as exc:
+            msg = f"{case.name}: {error_line(exc)}"
+            log(f"[red]failed[/red] {msg}")
+            for job in jobs:
+                summary.failed += 1
+                write_record(out, job.failure(msg))
+            summary.errors.append(msg)
+            advance(len(jobs))
+            return
+        status(f"{case.name}: motion reference")
+        references = producer.references(case)
+        for job in jobs:
+            job = replace(job, references=references, fit_seconds=fit_seconds)
+            status(job.label)
+            try:
+                rec = producer.produce(job)
+            except (MediaError, ValueError, RuntimeError, OSError, NonFiniteError) as exc:
+                msg = f"{job.label}: {error_line(exc)}"
+                log(f"[red]failed[/red] {msg}")
+                rec = job.failure(msg)
+            record(job, rec)
+
+    deferred = []
     for case, todo in pending:
         if not todo:
             continue
+        with _case_lock(out / method / case.name, wait=False) as held:
+            if held:
+                todo = todo_of(case)  # another process may have finished some before we got the lock
+                if todo:
+                    work(case, todo)
+                continue
+        deferred.append((case, todo))
+    for case, todo in deferred:
         case_dir = out / method / case.name
+        line = f"{case.name}: locked by another run into {out} ({_lock_holder(case_dir)})"
+        log(f"[yellow]waiting[/yellow] {line}; waiting for it to finish")
+        summary.locked.append(line)
+        status(f"{case.name}: waiting for the other run")
         with _case_lock(case_dir):
-            todo = todo_of(case)  # another process may have finished some while we waited
-            if not todo:
-                continue
-            _remove_partial_files(case_dir)
-            jobs = [VideoJob(method=method, case=case, prompt_index=i, prompt=prompt, seed=seed,
-                             config_hash=producer.config_hash, provenance=producer.provenance)
-                    for i, prompt, seed in todo]
-            try:
-                fit_seconds = producer.open_case(case, status)
-            except (MediaError, ValueError, OSError) as exc:
-                msg = f"{case.name}: {exc}"
-                log(f"[red]failed[/red] {msg}")
-                summary.failed += len(jobs)
-                summary.errors.append(msg)
-                for job in jobs:
-                    write_record(out, job.failure(msg))
-                if progress is not None:
-                    progress.advance(task, len(jobs))
-                continue
-            status(f"{case.name}: motion reference")
-            references = producer.references(case)
-            for job in jobs:
-                job = replace(job, references=references, fit_seconds=fit_seconds)
-                status(job.label)
-                try:
-                    rec = producer.produce(job)
-                except (MediaError, ValueError, RuntimeError, OSError) as exc:
-                    msg = f"{job.label}: {exc.__class__.__name__}: {exc}"
-                    log(f"[red]failed[/red] {msg}")
-                    rec = job.failure(msg)
-                if rec["status"] == "ok":
-                    summary.done += 1
-                elif rec["status"] == "missing":
-                    summary.missing += 1
-                    summary.missing_videos.append(rec["error"])
-                else:
-                    summary.failed += 1
-                    summary.errors.append(rec["error"])
-                write_record(out, rec)
-                _log_event(out, rank, event=rec["status"], method=method, case=case.name,
-                           prompt_index=job.prompt_index, seed=job.seed)
-                if progress is not None:
-                    progress.advance(task)
+            left = todo_of(case)
+            by_other = len(todo) - len(left)
+            summary.by_other += by_other
+            advance(by_other)
+            if by_other:
+                log(f"{case.name}: {by_other} video(s) recorded by the other run meanwhile")
+            if left:
+                work(case, left)
     return summary
 
 
@@ -599,18 +809,19 @@ def run(cfg: RunConfig, *, progress=None, log=print) -> RunSummary:
     Raises:
         benchmark.data.DataError / benchmark.grid errors for a bad grid (before any work starts),
         benchmark.registry.UnknownMethodError / MethodLoadError for a method that cannot be found,
-        ValueError for a bad method option (:func:`check_method_options`, before anything is loaded),
+        ValueError for a bad request — geometry, steps, fps, guidance, a method option —
+        (:func:`check_request`, before anything is loaded),
         dualreal.engine.backbone.BackboneError for a backbone that cannot be loaded (or that the
         memory check refuses without ``allow_large``).
     """
     name = get_spec(cfg.method).name
-    options, notes = check_method_options(cfg.method, cfg.method_options, train_steps=cfg.train_steps)
-    for note in notes:
+    request = check_request(cfg)
+    for note in request.notes:
         log(f"[yellow]note:[/yellow] {note}")
     out = Path(cfg.out)
     cases, rank = select_cases(load_grid(cfg.grid, cfg.data_root), cases=cfg.cases, max_cases=cfg.max_cases,
                                max_prompts=cfg.max_prompts, seeds=cfg.seeds)
-    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress, options=options, notes=notes)
+    producer = _Generator(cfg=cfg, name=name, out=out, progress=progress, request=request, log=log)
     return run_jobs(cases, out=out, method=name, producer=producer, rank=rank, progress=progress, log=log)
 
 
@@ -623,8 +834,8 @@ class _Generator:
     name: str
     out: Path
     progress: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    request: CheckedRequest | None = None
+    log: Callable[[str], None] = print
     config_hash: str = ""
     provenance: str = "run"
     fit_peak_gb: float | None = None
@@ -636,10 +847,19 @@ class _Generator:
         from dualreal.engine.backbone import load_backbone
 
         cfg = self.cfg
+        if self.request is None:
+            self.request = check_request(cfg)
+        self.options, self.notes, self.settings = self.request.options, list(self.request.notes), self.request.settings
         device = _device_for_rank(cfg.device)
+        scheduler = None if cfg.scheduler == SCHEDULER_AS_CONFIGURED else cfg.scheduler
         self.backbone = load_backbone(cfg.backbone, dtype=cfg.dtype, device=device, allow_large=cfg.allow_large,
-                                      timestep_spacing=cfg.timestep_spacing)
-        self.settings = _settings(cfg, self.backbone)
+                                      timestep_spacing=cfg.timestep_spacing, scheduler=scheduler)
+        replaced = self.backbone.provenance().get("scheduler_replaces")
+        if replaced:
+            note = (f"sampler {type(self.backbone.scheduler).__name__} from the backbone's {replaced} configuration "
+                    "(--scheduler; as DualReal's inference script does)")
+            self.notes.append(note)
+            self.log(f"[yellow]note:[/yellow] {note}")
         self.method = create_method(cfg.method, self.backbone, **self.options)
         self.scorer = None
         self.training_budget: list[dict[str, Any]] | None = None
@@ -687,6 +907,7 @@ class _Generator:
         with peak_memory(self.backbone.device) as peak:
             video = self.method.generate(job.prompt, job.seed, self.settings)
         gen_seconds = time.perf_counter() - t0
+        prompt_note = text_encoder_cut_note(self.backbone, str(video.extras.get("prompt_used", job.prompt)))
         mp4 = job.video_path(self.out)
         write_video(mp4, video.frames, fps=video.fps)
         if video.extras:
@@ -703,6 +924,7 @@ class _Generator:
             generate_peak_memory_gb=peak.gb,
             num_inference_steps=self.settings.num_inference_steps,
             guidance_scale=self.settings.guidance_scale,
+            prompt_note=prompt_note,
             method_options=dict(self.cfg.method_options),
             motion_resize=self.cfg.motion_resize,
             identity_resize=self.cfg.identity_resize,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmark.encoders import ENCODERS, get_encoder
-from benchmark.media import DECODER, MediaError, read_video
+from benchmark.media import DECODER, MediaError, degenerate_note, read_video
 from benchmark.metrics import METRICS, OPTIONAL_INPUTS, MetricUndefined, output_columns, resolve_metrics
 from benchmark.metrics.dynamic_degree import DEFAULT_PAD_MULTIPLE, PAD_MULTIPLES, TOP_FRACTION
 from dualreal.engine.io import atomic_write_json
@@ -133,6 +133,8 @@ class VideoInputs:
         self._ref_key = _content_key(self.ref_images) if self.ref_images else ""
         self._shared: dict[str, Any] = {}
         self._values: dict[str, float] = {}
+        self._notes: dict[str, list[str]] = defaultdict(list)
+        self._current = ""
 
     def missing(self, name: str) -> bool:
         """True when the optional input ``name`` (``prompt``, ``ref_images``, ``dd_ref``) is absent
@@ -181,6 +183,9 @@ class VideoInputs:
 
     def value(self, metric: str) -> float:
         return self._values.get(metric, math.nan)
+
+    def note(self, text: str) -> None:
+        self._notes[self._current].append(text)
 
 
 class Scorer:
@@ -251,7 +256,8 @@ class Scorer:
         for name in self._needed:
             self._encoder(name)
         info = [c for m in self.metrics for c in METRICS[m].info]
-        self.info_columns = ["num_frames", "height", "width", "fps", *info, "metric_notes", "score_seconds", *PROVENANCE_COLUMNS]
+        self.info_columns = ["num_frames", "height", "width", "fps", "num_ref_images", "degenerate", "degenerate_note", *info,
+                             "metric_notes", "score_seconds", *PROVENANCE_COLUMNS]
 
     # -- encoders and provenance --------------------------------------------------------------
 
@@ -296,11 +302,14 @@ class Scorer:
                 notes[name] = missing[0]
             else:
                 t0 = time.perf_counter()
+                inputs._current = name
                 try:
                     value = float(metric.compute(inputs))
                 except MetricUndefined as exc:
                     notes[name] = str(exc)
                 self.timings[name] += time.perf_counter() - t0
+                if inputs._notes.get(name):
+                    notes[name] = "; ".join([*inputs._notes[name], *([notes[name]] if name in notes else [])])
             values[name] = inputs._values[name] = value
         return values, notes
 
@@ -326,9 +335,12 @@ class Scorer:
 
         Returns:
             A flat dict: :attr:`columns` (float, NaN when undefined), then :attr:`info_columns`:
-            ``num_frames, height, width, fps``, the metrics' info columns (``dd_interval``,
-            ``dd_pad_multiple``), ``metric_notes`` (``"metric: reason; …"`` in column order, empty
-            when none), ``score_seconds`` and the provenance fields.
+            ``num_frames, height, width, fps``, ``num_ref_images`` (the reference images CLIP-I and
+            DINO-I compared with), ``degenerate`` and ``degenerate_note``
+            (:func:`benchmark.media.degenerate_note`: blank or frozen frames), the metrics' info
+            columns (``dd_interval``, ``dd_pad_multiple``), ``metric_notes`` (``"metric: reason;
+            …"`` in column order, empty when none: why a value is NaN, or what was changed to compute
+            it — a prompt cut for CLIP), ``score_seconds`` and the provenance fields.
 
         Raises:
             MediaError: not a usable video (wrong dtype/shape, no frames, bad fps).
@@ -342,7 +354,9 @@ class Scorer:
         inputs = VideoInputs(self, frames, fps, prompt=prompt, ref_images=refs, dd_ref=dd_ref, encoders=self._needed)
         values, notes = self._compute(inputs, self.columns)
         row: dict = {c: values[c] for c in self.columns}
-        row.update(num_frames=int(n), height=int(h), width=int(w), fps=float(fps))
+        degenerate = degenerate_note(frames)
+        row.update(num_frames=int(n), height=int(h), width=int(w), fps=float(fps), num_ref_images=len(refs),
+                   degenerate=bool(degenerate), degenerate_note=degenerate)
         for m in self.metrics:
             row.update({col: fn(inputs) for col, fn in METRICS[m].info.items()})
         row["metric_notes"] = "; ".join(f"{c}: {notes[c]}" for c in self.columns if c in notes)

@@ -49,12 +49,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from benchmark.media import DEGENERATE_RULE
 from benchmark.metrics import METRICS, metric_columns, table_metrics
 
 __all__ = [
     "TableFormat",
     "TIMING_COLUMNS",
     "ci_columns",
+    "count_columns",
     "aggregate_columns",
     "ABLATION_METHODS",
     "aggregate",
@@ -84,10 +86,15 @@ def ci_columns() -> list[str]:
     return [f"{m}_ci_{side}" for m in metric_columns() for side in ("low", "high")]
 
 
+def count_columns() -> list[str]:
+    """``<metric>_videos`` for every metric column: how many ok videos have a value (the mean covers them)."""
+    return [f"{m}_videos" for m in metric_columns()]
+
+
 def aggregate_columns() -> list[str]:
     """Column order of :func:`aggregate` (and of ``--format csv``)."""
-    return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *TIMING_COLUMNS, "random_weights", "failed",
-            "missing", "training_budget"]
+    return ["method", "videos", "cases", *metric_columns(), *ci_columns(), *count_columns(), *TIMING_COLUMNS,
+            "random_weights", "failed", "missing", "degenerate", "ref_images_min", "ref_images_max", "training_budget"]
 
 
 #: Table 1 row order of the paper (then other methods alphabetically, then ``dualreal``).
@@ -249,8 +256,12 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         mean timings over ok videos, ``random_weights`` (any record of the method, ok or failed, has
         ``random_weights``, ``backbone_random_weights`` or ``metric_random_weights`` true),
         ``missing`` (records ``missing``: videos ``dualbench score`` did not find) and ``failed``
-        (records with any other status). Methods are sorted by name; a method with only failed or
-        missing records has ``videos == 0`` and NaN values.
+        (records with any other status), ``<metric>_videos`` (ok videos with a value for the metric:
+        the videos its mean covers), ``degenerate`` (ok videos flagged blank or frozen,
+        :func:`benchmark.media.degenerate_note`; in the means), ``ref_images_min`` /
+        ``ref_images_max`` (reference images CLIP-I and DINO-I compared each video with; missing
+        in records of older versions), ``training_budget``. Methods are sorted by name; a method
+        with only failed or missing records has ``videos == 0`` and NaN values.
     """
     for col in ("method", "case"):
         if col not in df.columns:
@@ -287,12 +298,19 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
         for i, m in enumerate(metrics):
             row[m] = float(means.get(m, np.nan))
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(low[i]), float(high[i])
+        for m in metrics:
+            row[f"{m}_videos"] = int(good[m].notna().sum())
         for t in TIMING_COLUMNS:
             row[t] = float(good[t].mean()) if good[t].notna().any() else np.nan
+        row["degenerate"] = int(_truthy(good["degenerate"]).sum()) if "degenerate" in good else 0
+        refs = pd.to_numeric(good["num_ref_images"], errors="coerce").dropna() if "num_ref_images" in good else []
+        row["ref_images_min"] = int(refs.min()) if len(refs) else None
+        row["ref_images_max"] = int(refs.max()) if len(refs) else None
         row["training_budget"] = budget_text(good["training_budget"]) if "training_budget" in good else None
         rows.append(row)
     out = pd.DataFrame(rows, columns=aggregate_columns())
-    return out.astype({"videos": "int64", "cases": "int64", "failed": "int64", "missing": "int64", "random_weights": "bool"})
+    ints = {c: "int64" for c in ("videos", "cases", "failed", "missing", "degenerate", *count_columns())}
+    return out.astype({**ints, "ref_images_min": "Int64", "ref_images_max": "Int64", "random_weights": "bool"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,24 +412,28 @@ class Cell:
     ci_half: float | None = None  # half width of the 95 % interval (of Δ for Dynamic Degree)
     mark: str | None = None  # "best" | "second" | None
     delta_decimals: int = 2
+    n: int | None = None  # videos the mean covers, shown when fewer than the row's videos
 
     @property
     def missing(self) -> bool:
         return not math.isfinite(self.value)
 
     def text(self, *, minus: str = "-", pm: str = "±", two_lines: bool = False) -> str:
-        """``0.323 ±0.004``, ``14.96 (+2.94 ±1.10)``; ``two_lines``: one part per line."""
+        """``0.323 ±0.004``, ``14.96 (+2.94 ±1.10)``, ``0.950 ±0.010 [n=8]``; ``two_lines``: one part per line."""
         if self.missing:
             return "–"
         s = f"{self.value:.{self.decimals}f}"
         ci = f"{pm}{self.ci_half:.{self.decimals}f}" if self.ci_half is not None and math.isfinite(self.ci_half) else ""
         has_delta = self.delta is not None and math.isfinite(self.delta)
         d = f"{self.delta:+.{self.delta_decimals}f}".replace("-", minus) if has_delta else ""
-        if two_lines:  # narrow cells for the terminal: value, (Δ), ±h on lines of their own
-            return "\n".join(x for x in (s, f"({d})" if has_delta else "", ci) if x)
+        n = f"n={self.n}" if self.n is not None else ""
+        if two_lines:  # narrow cells for the terminal: value, (Δ), ±h, n on lines of their own
+            return "\n".join(x for x in (s, f"({d})" if has_delta else "", ci, n) if x)
         if has_delta:
-            return f"{s} ({d}{' ' + ci if ci else ''})"
-        return f"{s} {ci}" if ci else s
+            s = f"{s} ({d}{' ' + ci if ci else ''})"
+        elif ci:
+            s = f"{s} {ci}"
+        return f"{s} [{n}]" if n else s
 
 
 @dataclass
@@ -497,6 +519,10 @@ def _make_rows(frame: pd.DataFrame, metrics: list[str], labels: list[list[str]],
         rnd = bool(r.get("random_weights", False)) if random_col else False
         cases = r.get("cases")
         videos = r.get("videos")
+        for m, cell in zip(metrics, cells):
+            n = r.get(f"{m}_videos")
+            if n is not None and pd.notna(n) and pd.notna(videos) and int(n) != int(videos) and not cell.missing:
+                cell.n = int(n)
         rows.append(Row(labels=lab, cells=cells, random_weights=rnd,
                         cases=int(cases) if pd.notna(cases) else None,
                         videos=int(videos) if pd.notna(videos) else None))
@@ -521,6 +547,28 @@ def _incomplete_note(rows: pd.DataFrame) -> str:
         if counts:
             parts.append(f"{r['method']} {', '.join(counts)}")
     return f"Not in the means: {'; '.join(parts)} (of the videos planned)." if parts else ""
+
+
+def _reference_and_flag_notes(rows: pd.DataFrame) -> list[str]:
+    """The reference-image counts of the rows (``CLIP-I / DINO-I references per video: 3 images``,
+    per method when they differ) and the videos flagged degenerate per method."""
+    notes = []
+    refs = {}
+    for _, r in rows.iterrows():
+        lo, hi = r.get("ref_images_min"), r.get("ref_images_max")
+        if lo is not None and pd.notna(lo):
+            refs[r["method"]] = f"{int(lo)}" if int(lo) == int(hi) else f"{int(lo)}–{int(hi)}"
+    if refs:
+        if len(set(refs.values())) == 1:
+            notes.append(f"CLIP-I / DINO-I references per video: {next(iter(refs.values()))} image(s) (every row).")
+        else:
+            notes.append("CLIP-I / DINO-I references per video differ between rows, which then do not compare like "
+                         "with like: " + ", ".join(f"{m} {v}" for m, v in refs.items()) + ".")
+    flagged = [f"{r['method']} {int(r['degenerate'])} of {int(r['videos'])}" for _, r in rows.iterrows()
+               if "degenerate" in r and pd.notna(r["degenerate"]) and int(r["degenerate"])]
+    if flagged:
+        notes.append(f"Flagged degenerate videos (in the means): {'; '.join(flagged)} — {DEGENERATE_RULE}.")
+    return notes
 
 
 def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boot: int = 1000,
@@ -570,6 +618,10 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
     incomplete = _incomplete_note(ours)
     if incomplete:
         notes.append(incomplete)
+    if any(c.n is not None for r in groups[0].rows for c in r.cells):
+        notes.append("[n=…]: the videos a mean covers where the metric is undefined for some of the row's videos "
+                     "(docs/METRICS.md gives each metric's undefined cases).")
+    notes += _reference_and_flag_notes(ours)
     if any(r.random_weights for g in groups for r in g.rows):
         notes.append(RANDOM_NOTE)
     return TableSpec(title=title, label_headers=label_headers, metric_headers=headers,

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from dualreal.engine.backbone import GeometryRules
+from dualreal.engine.errors import finite_latents_callback
 from dualreal.engine.prompts import pipeline_prompt_kwargs
 from dualreal.engine.protocol import GenerationSettings, frames_to_uint8
 
@@ -117,10 +119,7 @@ class DualRealPipeline:
             e = self.model.adapters.condition_dim
             if ref_embedding.ndim != 2 or ref_embedding.shape != (1, e):
                 raise ValueError(f"ref_embedding must be (1, {e}), got {tuple(ref_embedding.shape)}")
-        if num_frames < 1 or (num_frames - 1) % 4:
-            raise ValueError(f"num_frames must be 4k+1 (the VAE compresses time by 4), got {num_frames}")
-        if height % 16 or width % 16:
-            raise ValueError(f"height and width must be multiples of 16, got {height}×{width}")
+        GeometryRules.from_configs(self.pipe.transformer.config, self.pipe.vae.config).check(num_frames, height, width)
         if uncond_condition not in ("same", "zeros"):
             raise ValueError(f"uncond_condition must be 'same' or 'zeros', got {uncond_condition!r}")
 
@@ -154,7 +153,8 @@ class DualRealPipeline:
             ref_image: uint8 ``(H, W, 3)`` reference image of the identity, or
             ref_embedding: its ``(1, e)`` embedding; neither → the motion adapters run without
                 their condition term.
-            num_frames, height, width: video geometry (4k+1 frames; multiples of 16).
+            num_frames, height, width: video geometry (a frame count the VAE decodes exactly, 8k+1 on
+                CogVideoX; multiples of 16: :class:`~dualreal.engine.backbone.GeometryRules`).
             num_inference_steps, guidance_scale: ``None`` → :class:`~dualreal.engine.protocol.GenerationSettings`
                 defaults.
             seed / generator: the CPU generator seed (or a generator); same seed → same video on CPU.
@@ -166,10 +166,15 @@ class DualRealPipeline:
 
         Returns:
             :class:`DualRealPipelineOutput` with uint8 frames ``(F, H, W, 3)`` and the controller trace.
+
+        Raises:
+            ValueError: a bad input (:meth:`check_inputs`).
+            dualreal.engine.errors.NonFiniteError: NaN/inf latents at a denoising step (named) or
+                NaN/inf frames; no video is returned.
         """
         steps = num_inference_steps if num_inference_steps is not None else _DEFAULTS.num_inference_steps
         scale = guidance_scale if guidance_scale is not None else _DEFAULTS.guidance_scale
-        mode = uncond_condition or self.uncond_condition
+        mode = self.uncond_condition if uncond_condition is None else uncond_condition
         # 1. Check inputs
         self.check_inputs(prompt, ref_image, ref_embedding, num_frames, height, width, mode)
         device = next(self.model.transformer.parameters()).device
@@ -187,7 +192,8 @@ class DualRealPipeline:
         # 3. Prompt embeddings, once per prompt (the engine's cache: dualreal.engine.prompts)
         text = pipeline_prompt_kwargs(
             self.pipe, prompt, guidance_scale=scale, negative_prompt=negative_prompt,
-            max_sequence_length=max_sequence_length or int(self.model.transformer.config.max_text_seq_length),
+            max_sequence_length=(int(self.model.transformer.config.max_text_seq_length) if max_sequence_length is None
+                                 else max_sequence_length),
         )
 
         # 4. Denoise with the stock pipeline, adapters attached, controller traced
@@ -205,6 +211,7 @@ class DualRealPipeline:
                     guidance_scale=scale,
                     generator=generator,
                     output_type="pt",
+                    callback_on_step_end=finite_latents_callback(steps),
                 )
         finally:
             self.model.train(was_training)

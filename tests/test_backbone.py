@@ -167,7 +167,7 @@ def test_5b_preset_on_meta_is_the_paper_backbone_and_keeps_dualreal_at_335m():
     assert bb.defaults == {"num_frames": 49, "height": 480, "width": 720}
     assert bb.vae.config.scaling_factor == 0.7 and bb.vae.use_slicing and bb.vae.use_tiling
     sched = bb.scheduler.config
-    assert type(bb.scheduler).__name__ == "CogVideoXDPMScheduler"
+    assert type(bb.scheduler).__name__ == "CogVideoXDDIMScheduler"  # the class the published checkpoint ships
     assert (sched.snr_shift_scale, sched.prediction_type, sched.timestep_spacing) == (1.0, "v_prediction", "trailing")
     assert sched.rescale_betas_zero_snr and bb.tokenizer.model_max_length == 226
     assert bb.text_encoder.encoder.embed_tokens.weight is bb.text_encoder.shared.weight

@@ -28,9 +28,13 @@ def test_read_lines_bom_crlf_trailing_blank(tmp_path):
     assert read_lines(f) == ["dog *", "cat *"]
 
 
-def test_read_lines_non_utf8(bad_media):
-    with pytest.raises(DataError, match=r"non_utf8_txt\.txt: not UTF-8 text \(byte 0xe9 at offset 3\)"):
+def test_read_lines_non_utf8(bad_media, tmp_path):
+    with pytest.raises(DataError, match=r"non_utf8_txt\.txt: not UTF-8 at line 1, column 4 \(byte 0xe9\)"):
         read_lines(bad_media("non_utf8_txt"))
+    f = tmp_path / "third_line.txt"
+    f.write_bytes(b"\xef\xbb\xbfdog *\r\ncat *\r\nna\xefve *\n")  # a BOM, then Latin-1 on line 3
+    with pytest.raises(DataError, match=r"third_line\.txt: not UTF-8 at line 3, column 3 \(byte 0xef\)"):
+        read_lines(f)
 
 
 def test_read_lines_empty_line_in_the_middle(tmp_path):

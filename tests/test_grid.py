@@ -105,7 +105,10 @@ def test_dualreal50_missing_eval_prompts(tmp_path, dualreal_bench):
     with pytest.raises(DataError, match=r"cases\.json: entry 1: identity '\.\./identities/dog' must be a folder name"):
         load_grid("dualreal50", root)
     (root / "cases.json").write_text("[{")
-    with pytest.raises(DataError, match=r"cases\.json: not valid UTF-8 JSON"):
+    with pytest.raises(DataError, match=r"cases\.json: not valid JSON \(line 1, column 3"):
+        load_grid("dualreal50", root)
+    (root / "cases.json").write_bytes(b'[{"case": "caf\xe9"}]')  # Latin-1
+    with pytest.raises(DataError, match=r"cases\.json: not UTF-8 at line 1, column 15 \(byte 0xe9\)"):
         load_grid("dualreal50", root)
 
 

@@ -21,7 +21,7 @@ from benchmark.store import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-SMALL = ["--frames", "5", "--height", "32", "--width", "48", "--steps", "1", "--max-prompts", "1",
+SMALL = ["--frames", "9", "--height", "32", "--width", "48", "--steps", "1", "--max-prompts", "1",
          "--metrics", "temporal_flickering"]
 
 

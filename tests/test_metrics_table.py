@@ -40,6 +40,15 @@ class _Interpolator:
         return (a + b) / 2
 
 
+class _Tokens:
+    """A text encoder's length check: one token per word plus start and end, context 77."""
+
+    context_length = 77
+
+    def token_count(self, text):
+        return len(text.split()) + 2
+
+
 class _MeanFlow:
     """u = mean(img2) - mean(img1) everywhere, v = 0: each pair's top-5 % magnitude is |Δ mean|."""
 
@@ -63,12 +72,13 @@ class FakeInputs:
         self.text_emb = {e: torch.randn(1, 16, generator=g) for e in encs}
         self.used: list[str] = []
         self.texts: list[str] = []
+        self.notes: list[str] = []
         self.values: dict[str, float] = {}
         self._shared: dict = {}
 
     def encoder(self, name):
         self.used.append(name)
-        return {"amt_s": _Interpolator(), "raft_large": _MeanFlow()}[name]
+        return {"amt_s": _Interpolator(), "raft_large": _MeanFlow(), "clip_openai": _Tokens()}[name]
 
     def frame_embeddings(self, encoder):
         self.used.append(encoder)
@@ -90,6 +100,9 @@ class FakeInputs:
 
     def value(self, metric):
         return self.values[metric]
+
+    def note(self, text):
+        self.notes.append(text)
 
 
 def test_each_compute_entry_feeds_its_formula_the_right_inputs():

@@ -10,7 +10,7 @@ from _baselines_support import tiny_case
 from dualreal.engine.prompts import PROMPT_EMBEDDINGS, PromptEmbeddingCache, prompt_embeddings
 from dualreal.engine.protocol import GenerationSettings
 
-SETTINGS = GenerationSettings(num_frames=5, height=32, width=48, num_inference_steps=2)
+SETTINGS = GenerationSettings(num_frames=9, height=32, width=48, num_inference_steps=2)
 
 
 class EncoderCalls:
@@ -49,7 +49,7 @@ def test_cogvideox_encodes_each_prompt_once_and_the_videos_are_unchanged(tiny_ba
     assert not torch.equal(a.frames, b.frames) and not torch.equal(a.frames, c.frames)
     # the stock pipeline encoding its prompts itself gives the same pixels
     direct = tiny_backbone.pipeline()(
-        prompt=strip_identity_token("dog * on the beach"), num_frames=5, height=32, width=48, num_inference_steps=2,
+        prompt=strip_identity_token("dog * on the beach"), num_frames=9, height=32, width=48, num_inference_steps=2,
         guidance_scale=SETTINGS.guidance_scale, generator=torch.Generator("cpu").manual_seed(1), output_type="pt",
         max_sequence_length=tiny_backbone.max_text_seq_length,
     ).frames[0]

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from benchmark.media import file_sha256
+from dualreal.engine.errors import cause_line
+from dualreal.engine.weights import WeightsFileError, load_weights_only
 
 __all__ = [
     "EncoderWeightsError",
@@ -206,21 +208,24 @@ def state_fingerprint(module: torch.nn.Module) -> str:
 
 
 def read_checkpoint(path: Path) -> object:
-    """A checkpoint as tensors and plain containers: safetensors, or ``torch.load(weights_only=True)``.
+    """A checkpoint as tensors and plain containers: safetensors, or a weights-only ``torch.load``
+    that allows numpy metadata (:func:`dualreal.engine.weights.load_weights_only`; never unpickles code).
 
     Raises:
-        EncoderWeightsError: a pickle the weights-only reader refuses, a truncated file, another format.
+        EncoderWeightsError: a pickle the weights-only reader refuses, a truncated file, another
+            format — one line naming the file and the cause (:func:`dualreal.engine.errors.cause_line`).
     """
+    if path.suffix != ".safetensors":
+        try:
+            return load_weights_only(path)
+        except WeightsFileError as exc:
+            raise EncoderWeightsError(str(exc)) from None
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle refusals, truncated files, wrong formats
-        raise EncoderWeightsError(
-            f"{path}: cannot be read as a weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})"
-        ) from None
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - truncated files, wrong formats
+        raise EncoderWeightsError(f"{path}: cannot be read as a safetensors file ({cause_line(exc)})") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -242,7 +247,7 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict, path: Path,
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        raise EncoderWeightsError(f"{path}: not {what} ({str(exc)[:200]})") from None
+        raise EncoderWeightsError(f"{path}: not {what} ({cause_line(exc, with_type=False)})") from None
     return model
 
 

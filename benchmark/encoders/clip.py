@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmark.encoders.base import EncoderFamily, EncoderSpec, EncoderWeightsError, ImageEmbedder, image_arrays, quiet
+from dualreal.engine.errors import cause_line
+from dualreal.engine.weights import checkpoint_metadata_allowed
 
 __all__ = ["ClipEncoder", "build_clip", "load_clip", "CLIP", "SPECS"]
 
@@ -43,9 +45,10 @@ def load_clip(path: Path) -> tuple[torch.nn.Module, dict]:
 
     model = build_clip("full")  # a local file never implies QuickGELU: always force it
     try:
-        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+        with checkpoint_metadata_allowed():  # numpy metadata allowed, no code unpickled
+            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise EncoderWeightsError(f"{path}: not an open_clip ViT-B-32 checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        raise EncoderWeightsError(f"{path}: not an open_clip ViT-B-32 checkpoint ({cause_line(exc)})") from None
     return model, {}
 
 
@@ -73,6 +76,13 @@ class ClipEncoder(ImageEmbedder):
         import open_clip
 
         return open_clip.tokenize(list(texts), context_length=self.context_length)
+
+    def token_count(self, text: str) -> int:
+        """Tokens of ``text`` with the start and end tokens, before truncation to :attr:`context_length`."""
+        import open_clip
+
+        # A context no text can fill (at most 4 byte tokens per character): nothing is truncated.
+        return int((open_clip.tokenize([text], context_length=4 * len(text) + 2) != 0).sum())
 
     def preprocess_images(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 ``(N, H, W, 3)`` (or a list of ``(H, W, 3)``) → float32 ``(N, 3, 224, 224)``."""

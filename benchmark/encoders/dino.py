@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from benchmark.encoders.base import EncoderFamily, EncoderSpec, EncoderWeightsError, ImageEmbedder, image_arrays, quiet
+from benchmark.data import read_text
+from dualreal.engine.errors import cause_line
 
 __all__ = ["DinoEncoder", "dino_config", "build_dino", "load_dino", "DINO", "SPECS"]
 
@@ -46,11 +48,11 @@ def load_dino(path: Path) -> tuple[torch.nn.Module, dict]:
         with quiet("transformers"):
             model = ViTModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise EncoderWeightsError(f"{path}: not a loadable ViTModel folder ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        raise EncoderWeightsError(f"{path}: not a loadable ViTModel folder ({cause_line(exc)})") from None
     extra = {}
     pp = path / "preprocessor_config.json"
     if pp.is_file():
-        cfg = json.loads(pp.read_text())
+        cfg = json.loads(read_text(pp))
         size = cfg.get("size", 224)
         if isinstance(size, dict):
             size = (size.get("height", 224), size.get("width", 224))

@@ -26,7 +26,7 @@ import torch
 from benchmark.metrics._common import MetricUndefined
 from benchmark.metrics.base import DIRECTIONS, OPTIONAL_INPUTS, Metric, MetricInputs
 from benchmark.metrics.clip_i import clip_i_score
-from benchmark.metrics.clip_t import clean_prompt, clip_t_score
+from benchmark.metrics.clip_t import clean_prompt, clip_t_score, prompt_cut_note
 from benchmark.metrics.dino_i import dino_i_score
 from benchmark.metrics.dynamic_degree import dynamic_degree_per_pair, dynamic_degree_vbench, sample_frames, sample_interval
 from benchmark.metrics.motion_smoothness import motion_smoothness_score
@@ -145,7 +145,12 @@ def table_metrics(table: int) -> list[str]:
 
 
 def _clip_t(x: MetricInputs) -> float:
-    return clip_t_score(x.text_embedding("clip_openai", clean_prompt(x.prompt)), x.frame_embeddings("clip_openai"))
+    text = clean_prompt(x.prompt)
+    enc = x.encoder("clip_openai")
+    note = prompt_cut_note(x.prompt, enc.token_count(text), enc.context_length)
+    if note:
+        x.note(note)
+    return clip_t_score(x.text_embedding("clip_openai", text), x.frame_embeddings("clip_openai"))
 
 
 def _clip_i(x: MetricInputs) -> float:

@@ -70,6 +70,10 @@ class MetricInputs(Protocol):
     def value(self, metric: str) -> float:
         """The value already computed in this row for ``metric`` (NaN when undefined)."""
 
+    def note(self, text: str) -> None:
+        """Add a note to the metric being computed (``metric_notes``), for a value that is defined but
+        was computed on a changed input (a prompt cut to the text encoder's length)."""
+
 
 @dataclass(frozen=True)
 class Metric:

@@ -15,7 +15,7 @@ import torch
 
 from benchmark.metrics._common import check_embeddings, cosine_matrix
 
-__all__ = ["MAX_PROMPT_CHARS", "IDENTITY_TOKEN", "clean_prompt", "clip_t_per_frame", "clip_t_score"]
+__all__ = ["MAX_PROMPT_CHARS", "IDENTITY_TOKEN", "clean_prompt", "prompt_cut_note", "clip_t_per_frame", "clip_t_score"]
 
 #: Prompts are cut to this many characters before tokenising (the authors' script).
 MAX_PROMPT_CHARS = 300
@@ -37,6 +37,26 @@ def clean_prompt(prompt: str, *, max_chars: int = MAX_PROMPT_CHARS) -> str:
     if not isinstance(prompt, str):
         raise ValueError(f"prompt: expected str, got {type(prompt).__name__}")
     return prompt[:max_chars].replace(IDENTITY_TOKEN, "")
+
+
+def prompt_cut_note(prompt: str, tokens: int, context_length: int, *, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """What CLIP-T did not read of ``prompt``, or ``""``: the characters after ``max_chars`` and the
+    tokens after ``context_length``.
+
+    Args:
+        prompt: the raw prompt.
+        tokens: token count of :func:`clean_prompt` (``prompt``) with start and end tokens.
+        context_length: the text encoder's context (77 for CLIP).
+
+    Returns:
+        ``"prompt cut to 300 of its 412 characters; to 77 of its 95 CLIP tokens"`` (either part alone).
+    """
+    parts = []
+    if len(prompt) > max_chars:
+        parts.append(f"prompt cut to {max_chars} of its {len(prompt)} characters")
+    if tokens > context_length:
+        parts.append(f"{'to' if parts else 'prompt cut to'} {context_length} of its {tokens} CLIP tokens")
+    return "; ".join(parts)
 
 
 def clip_t_per_frame(text_embedding: torch.Tensor, frame_embeddings: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,14 @@ __all__ = [
     "REAL_DEFAULTS",
     "DTYPES",
     "TIMESTEP_SPACINGS",
+    "SUPPORTED_SCHEDULERS",
+    "TRAINED_PREDICTION",
+    "GeometryRules",
+    "geometry_rules",
+    "scheduler_config_hash",
     "load_backbone",
     "default_geometry",
+    "random_weights_source",
     "backbone_memory_plan",
     "count_parameters",
     "available_memory",
@@ -83,6 +90,7 @@ TINY_PRESET: dict[str, Any] = {
         sample_height=16,
         sample_frames=9,
         patch_size=2,
+        patch_size_t=None,
         temporal_compression_ratio=4,
         max_text_seq_length=96,
         use_rotary_positional_embeddings=True,
@@ -105,6 +113,8 @@ TINY_PRESET: dict[str, Any] = {
         d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
     ),
     "scheduler": None,  # CogVideoX-5B's (set below, from PUBLISHED_CONFIGS)
+    # The preset's scheduler class: the sampler DualReal's release uses (TIMESTEP_SPACINGS comment).
+    "scheduler_class": "CogVideoXDPMScheduler",
     # Default video geometry for the preset (4k+1 frames; H, W multiples of 16; 2:3 as 480x720).
     # 128 px is the smallest size RAFT's 1/8-resolution correlation pyramid accepts, so the
     # dynamic degree is defined on smoke videos too.
@@ -114,6 +124,11 @@ TINY_PRESET: dict[str, Any] = {
 #: Defaults of the real CogVideoX geometry (docs/METHOD.md, "Backbone" and "Inference"): 49 frames at
 #: 480×720 → 13 latent frames of 60×90 → 17,550 video tokens (+226 text tokens).
 REAL_DEFAULTS: dict[str, int] = dict(num_frames=49, height=480, width=720)
+
+
+def random_weights_source(source: str) -> bool:
+    """Whether backbone ``source`` builds random weights (``tiny``, the random presets), without loading it."""
+    return source == "tiny" or source in RANDOM_PRESETS
 
 
 def default_geometry(source: str) -> dict[str, int]:
@@ -152,11 +167,16 @@ def default_geometry(source: str) -> dict[str, int]:
 # * scheduler — <repo>/scheduler/scheduler_config.json. Both checkpoints ship a
 #   ``CogVideoXDDIMScheduler`` with v-prediction, zero-terminal-SNR betas and trailing spacing;
 #   ``snr_shift_scale`` is 1.0 for 5B and 3.0 for 2B (convert script: "For CogVideoX-2B,
-#   snr_shift_scale is 3.0. For 5B, it is 1.0"). This loader builds a ``CogVideoXDPMScheduler``
-#   from those values for every backbone — what THUDM's ``inference/cli_demo.py`` sets for
-#   CogVideoX-5B ("We recommend using CogVideoXDDIMScheduler for CogVideoX-2B, using
-#   CogVideoXDPMScheduler for CogVideoX-5B") and what DualReal samples with; for 2B the official
-#   demo would use the shipped DDIM class instead (same betas, another sampler).
+#   snr_shift_scale is 3.0. For 5B, it is 1.0"). The class is the convert script's
+#   ``scheduler = CogVideoXDDIMScheduler.from_config({...})`` (``main``, diffusers commit 0103783).
+#   The inference scripts swap the class, keeping the config: THUDM/CogVideo
+#   ``inference/cli_demo.py`` (commit e519ece) lines 134-142 ("We recommend using
+#   CogVideoXDDIMScheduler for CogVideoX-2B, using CogVideoXDPMScheduler for CogVideoX-5B",
+#   then ``CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")``)
+#   and DualReal's ``inference/inference.py`` line 163 (the same call). :func:`load_backbone` uses
+#   the class the configuration names (here the shipped DDIM class) unless ``scheduler=`` names
+#   another supported one (:data:`SUPPORTED_SCHEDULERS`; ``dualbench run --scheduler``), as those
+#   scripts do; either is recorded with the config's hash.
 # * parameter counts these configurations build (tests/test_backbone.py checks them against the
 #   repositories' safetensors sizes at 2 bytes per parameter): transformer 5,570,283,072 (5B:
 #   9.93 + 1.22 GB) and 1,693,783,872 (2B: 3.39 GB); VAE 215,583,907 (431 MB); T5-XXL encoder
@@ -279,6 +299,18 @@ RANDOM_PRESETS: dict[str, str] = {
 #: last training timestep (999).
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 
+#: Scheduler classes every method can train and sample with: both add noise and give the
+#: v-prediction target the trainer regresses on (``add_noise`` / ``get_velocity``,
+#: :mod:`dualreal.engine.trainer.loop`), both carry CogVideoX's ``snr_shift_scale``, and diffusers'
+#: ``CogVideoXPipeline`` steps both (``pipeline_cogvideox.py``: the DPM branch keeps the previous
+#: prediction, the DDIM branch does not). Any other class is refused at load.
+SUPPORTED_SCHEDULERS = ("CogVideoXDPMScheduler", "CogVideoXDDIMScheduler")
+
+#: What the trainer trains the transformer to predict (``v_prediction_loss`` against
+#: ``get_velocity``); a scheduler whose ``prediction_type`` differs would sample with a wrong
+#: reading of every prediction, so it is refused.
+TRAINED_PREDICTION = "v_prediction"
+
 #: Components built as ``nn.Module`` (the others are a tokenizer and a scheduler).
 MODULE_COMPONENTS = ("transformer", "vae", "text_encoder")
 
@@ -295,6 +327,197 @@ class BackboneError(RuntimeError):
     """Raised when a backbone cannot be resolved or loaded; the message names what is missing."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Geometry a backbone generates exactly (from its configurations: no weights)
+# ---------------------------------------------------------------------------------------------
+#: Latent frames diffusers' ``AutoencoderKLCogVideoX`` decodes together
+#: (``num_latent_frames_batch_size = 2`` in ``autoencoder_kl_cogvideox.py``, ``__init__``).
+VAE_LATENT_FRAME_BATCH = 2
+
+
+@dataclass(frozen=True)
+class GeometryRules:
+    """Which frame counts and sizes a CogVideoX backbone generates exactly.
+
+    Frames: the pipeline makes ``L = (F - 1) // t + 1`` latent frames (``t`` the VAE's
+    ``temporal_compression_ratio``; diffusers ``CogVideoXPipeline.prepare_latents``; CogVideoX-1.5's
+    ``patch_size_t`` padding is dropped again before decoding, ``__call__``), and the VAE decodes
+    them in batches of :data:`VAE_LATENT_FRAME_BATCH` (the first batch takes the remainder, ``_decode``),
+    each of its ``log2 t`` temporal up-samplers turning ``n`` frames into ``1 + 2 (n - 1)`` when ``n``
+    is odd and ``2 n`` when even (``CogVideoXUpsample3D``). So 2 latent frames decode to 8, and the
+    ``t k + 1`` counts decoded exactly at ``t = 4`` are 8k+1 (1, 9, 17, …, 49): ``--frames 5`` would
+    write 8 and ``--frames 13`` 16.
+
+    Size: height and width are multiples of the VAE's spatial factor (``2 ** (len(block_out_channels)
+    - 1)``, 8) times the transformer's ``patch_size`` (2): 16.
+
+    Attributes:
+        temporal_compression: the VAE's ``temporal_compression_ratio``.
+        vae_spatial: the VAE's spatial factor.
+        patch_size: the transformer's spatial patch size.
+        patch_size_t: the transformer's temporal patch size (CogVideoX-1.5), ``None`` otherwise.
+    """
+
+    temporal_compression: int
+    vae_spatial: int
+    patch_size: int
+    patch_size_t: int | None = None
+
+    @classmethod
+    def from_configs(cls, transformer: Mapping[str, Any], vae: Mapping[str, Any]) -> GeometryRules:
+        """The rules of a transformer and a VAE configuration (dicts or diffusers ``FrozenDict``);
+        a key a config file leaves out takes the diffusers class's default."""
+        def get(cfg: Mapping[str, Any], model: str, key: str) -> Any:
+            return cfg[key] if key in cfg else _init_defaults(model)[key]  # diffusers imported only then
+
+        t, v = "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX"
+        return cls(
+            temporal_compression=int(get(vae, v, "temporal_compression_ratio")),
+            vae_spatial=2 ** (len(get(vae, v, "block_out_channels")) - 1),
+            patch_size=int(get(transformer, t, "patch_size")),
+            patch_size_t=get(transformer, t, "patch_size_t"),
+        )
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width are multiples of this (16 on CogVideoX)."""
+        return self.vae_spatial * self.patch_size
+
+    def decoded_frames(self, latent_frames: int) -> int:
+        """Frames the VAE decodes from ``latent_frames`` latent frames (class docstring)."""
+        batch = VAE_LATENT_FRAME_BATCH
+        first = latent_frames if latent_frames < batch else batch + latent_frames % batch
+        sizes = [first] + [batch] * ((latent_frames - first) // batch)
+        for _ in range(int(math.log2(self.temporal_compression))):
+            sizes = [n if n == 1 else (1 + 2 * (n - 1) if n % 2 else 2 * n) for n in sizes]
+        return sum(sizes)
+
+    def generated_frames(self, num_frames: int) -> int:
+        """Frames a request for ``num_frames`` (≥ 1) comes out with."""
+        return self.decoded_frames((num_frames - 1) // self.temporal_compression + 1)
+
+    def exact(self, num_frames: int) -> bool:
+        """Whether ``num_frames`` is generated exactly, with the VAE's latent layout: ``t k + 1``
+        frames (the first latent frame is the first frame alone, each other one ``t`` frames; the
+        layout the encoder gives training clips) that decode back to ``num_frames``."""
+        return (num_frames >= 1 and (num_frames - 1) % self.temporal_compression == 0
+                and self.generated_frames(num_frames) == num_frames)
+
+    def valid_frame_counts(self, upto: int) -> list[int]:
+        """Every frame count in ``1..upto`` generated exactly (:meth:`exact`)."""
+        return [n for n in range(1, upto + 1) if self.exact(n)]
+
+    def check(self, num_frames: int, height: int, width: int, *, backbone: str = "the backbone") -> None:
+        """Refuse a geometry this backbone cannot generate exactly.
+
+        Raises:
+            ValueError: one line naming the option (``--frames``, ``--height``, ``--width``), what
+                would happen, and the valid values nearest the request.
+        """
+        if not self.exact(num_frames):
+            t = self.temporal_compression
+            step = t * VAE_LATENT_FRAME_BATCH
+            valid = self.valid_frame_counts(max(num_frames, 1) + 4 * step)
+            below, above = [n for n in valid if n < num_frames], [n for n in valid if n > num_frames]
+            if num_frames < 1:
+                why = "a video has at least 1"
+            elif (num_frames - 1) % t:
+                why = f"not {t}k+1: the first latent frame is one frame, each other one {t}"
+            else:
+                why = f"it would write {self.generated_frames(num_frames)}"
+            raise ValueError(
+                f"--frames {num_frames}: {backbone} does not generate {num_frames} frames exactly ({why}); its VAE "
+                f"decodes {step}k+1 frames exactly ({', '.join(map(str, below[-3:] + above[:4]))}, …): use "
+                f"{' or '.join(map(str, below[-1:] + above[:1]))}")
+        m = self.size_multiple
+        for name, value in (("--height", height), ("--width", width)):
+            if value < m or value % m:
+                lo, hi = max(m, value // m * m), max(m, -(-value // m) * m)
+                near = str(lo) if lo == hi else f"{lo} or {hi}"
+                raise ValueError(
+                    f"{name} {value}: {backbone} needs a multiple of {m} (VAE factor {self.vae_spatial} × patch "
+                    f"size {self.patch_size}): use {near}")
+
+
+def _init_defaults(class_name: str) -> dict[str, Any]:
+    """The keyword defaults of a diffusers class's ``__init__`` (what ``from_pretrained`` uses for a
+    key its config file leaves out)."""
+    import inspect
+
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, class_name).__init__).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def geometry_rules(source: str, cache_dir: str | os.PathLike | None = None) -> GeometryRules:
+    """The :class:`GeometryRules` of backbone ``source`` without loading any weight.
+
+    ``tiny`` and the random presets: their configuration tables; a CogVideoX folder or a hub id in
+    the cache: its ``transformer/config.json`` and ``vae/config.json``; a hub id in
+    :data:`PUBLISHED_CONFIGS` that is not downloaded: that table.
+
+    Raises:
+        BackboneError: a source that cannot be resolved (the error :func:`load_backbone` gives).
+    """
+    if source == "tiny":
+        return GeometryRules.from_configs(TINY_PRESET["transformer"], TINY_PRESET["vae"])
+    name = RANDOM_PRESETS.get(source, source)
+    try:
+        root = None if source in RANDOM_PRESETS else _resolve_pretrained(source, cache_dir)
+    except BackboneError:
+        if source not in PUBLISHED_CONFIGS:
+            raise
+        root = None
+    if root is None:
+        return GeometryRules.from_configs(PUBLISHED_CONFIGS[name]["transformer"], PUBLISHED_CONFIGS[name]["vae"])
+    configs = {}
+    for part in ("transformer", "vae"):
+        try:
+            configs[part] = json.loads((root / part / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BackboneError(f"backbone folder {root}: {part}/config.json: {exc}") from None
+    return GeometryRules.from_configs(configs["transformer"], configs["vae"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler's scheduler
+# ---------------------------------------------------------------------------------------------
+def scheduler_config_hash(config: Mapping[str, Any]) -> str:
+    """12 hex digits of the sha256 of a scheduler's configuration as canonical JSON (sorted keys,
+    diffusers' private ``_`` keys left out): the record's ``scheduler_config_hash``."""
+    public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    return hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _build_scheduler(config: Mapping[str, Any], class_name: str, *, timestep_spacing: str, where: str,
+                     replace: str | None = None):
+    """The sampler's scheduler: ``class_name`` (the class the configuration names) or ``replace``
+    built from ``config`` with ``timestep_spacing``.
+
+    Raises:
+        BackboneError: a class outside :data:`SUPPORTED_SCHEDULERS`, or a ``prediction_type`` other
+            than :data:`TRAINED_PREDICTION`; the message names ``where`` the configuration is from.
+    """
+    import diffusers
+
+    supported = ", ".join(SUPPORTED_SCHEDULERS)
+    if class_name is None:
+        raise BackboneError(f"{where} names no scheduler class (no _class_name); supported: {supported}")
+    for label, name in (("names", class_name), ("scheduler=", replace)):
+        if name is not None and name not in SUPPORTED_SCHEDULERS:
+            what = f"{where} names {name!r}" if label == "names" else f"scheduler {name!r} was asked for"
+            raise BackboneError(f"{what}: the methods here train and sample with {supported} only "
+                                "(v-prediction, CogVideoX's snr_shift_scale)")
+    prediction = config.get("prediction_type", "epsilon")
+    if prediction != TRAINED_PREDICTION:
+        raise BackboneError(f"{where}: prediction_type {prediction!r}, but every method trains the transformer for "
+                            f"{TRAINED_PREDICTION!r} (v_prediction_loss on get_velocity); supported: {supported} "
+                            f"with prediction_type={TRAINED_PREDICTION!r}")
+    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    return getattr(diffusers, replace or class_name).from_config({**public, "timestep_spacing": timestep_spacing})
+
+
 @dataclass
 class Backbone:
     """The CogVideoX components every method shares.
@@ -305,8 +528,9 @@ class Backbone:
         text_encoder: ``T5EncoderModel`` (frozen).
         tokenizer: a T5 tokenizer (pretrained backbones) or a byte-level fast tokenizer (``tiny`` and
             the random presets).
-        scheduler: ``CogVideoXDPMScheduler`` (v-prediction, zero terminal SNR; timestep spacing as
-            :func:`load_backbone` was asked, ``trailing`` by default).
+        scheduler: one of :data:`SUPPORTED_SCHEDULERS` (v-prediction, zero terminal SNR; the class
+            the configuration names unless :func:`load_backbone` was asked for another; timestep
+            spacing as it was asked, ``trailing`` by default).
         source: ``"tiny"``, a random preset name, a local folder or a hub id.
         random_weights: ``True`` when any weight was randomly initialised (``tiny``, the random
             presets).
@@ -315,6 +539,8 @@ class Backbone:
         defaults: default ``num_frames``, ``height``, ``width`` for this backbone.
         overrides: per-component config values that replaced a random preset's (``{}`` normally;
             e.g. ``{"transformer": {"num_layers": 1}}`` for a one-block slice at full width).
+        scheduler_named: the scheduler class the backbone's configuration names (``_class_name``);
+            :attr:`scheduler` is of another class only when :func:`load_backbone` was asked for one.
     """
 
     transformer: Any
@@ -328,6 +554,7 @@ class Backbone:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     defaults: dict[str, int] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler_named: str | None = None
 
     @property
     def num_layers(self) -> int:
@@ -366,7 +593,9 @@ class Backbone:
 
     def provenance(self) -> dict[str, Any]:
         """A JSON-able description of the backbone for result records: source, random weights,
-        dtype, fingerprint, the sampler's scheduler class and timestep spacing (and overrides)."""
+        dtype, fingerprint, the sampler's scheduler class, timestep spacing and config hash
+        (:func:`scheduler_config_hash`), the class its configuration named when another was asked
+        for (``scheduler_replaces``), and overrides."""
         out = {
             "backbone": self.source,
             "backbone_random_weights": self.random_weights,
@@ -374,7 +603,10 @@ class Backbone:
             "backbone_fingerprint": self.fingerprint(),
             "scheduler": type(self.scheduler).__name__,
             "scheduler_timestep_spacing": self.scheduler.config.timestep_spacing,
+            "scheduler_config_hash": scheduler_config_hash(self.scheduler.config),
         }
+        if self.scheduler_named is not None and self.scheduler_named != out["scheduler"]:
+            out["scheduler_replaces"] = self.scheduler_named
         if self.overrides:
             out["backbone_overrides"] = json.loads(json.dumps(self.overrides, default=str))
         return out
@@ -425,7 +657,7 @@ def build_tiny_tokenizer(model_max_length: int = 96):
 
 
 def _build_tiny(seed: int) -> dict[str, Any]:
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = build_tiny_tokenizer(TINY_PRESET["transformer"]["max_text_seq_length"])
@@ -436,14 +668,7 @@ def _build_tiny(seed: int) -> dict[str, Any]:
     torch.manual_seed(seed + 2)
     t5_cfg = T5Config(vocab_size=len(tokenizer), **TINY_PRESET["text_encoder"])
     text_encoder = T5EncoderModel(t5_cfg)
-    scheduler = CogVideoXDPMScheduler(**TINY_PRESET["scheduler"])
-    return dict(
-        transformer=transformer,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-    )
+    return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,7 +1020,7 @@ def _plan(source: str, modules: Mapping[str, nn.Module], dtype: torch.dtype, dev
         parameters={k: count_parameters(m) for k, m in modules.items()},
         weight_bytes={k: _module_bytes(m, dtype) for k, m in modules.items()},
         available_bytes=available_memory(device),
-        random_weights=source == "tiny" or source in RANDOM_PRESETS,
+        random_weights=random_weights_source(source),
         full_size=source != "tiny" and not overrides,
     )
 
@@ -832,12 +1057,6 @@ def _switch(name: str, value: bool | str, *, tiny: bool) -> bool:
     raise BackboneError(f"{name} must be True, False or 'auto', got {value!r}")
 
 
-def _build_scheduler(config: Mapping[str, Any]):
-    from diffusers import CogVideoXDPMScheduler
-
-    return CogVideoXDPMScheduler(**config)
-
-
 def load_backbone(
     source: str = "tiny",
     *,
@@ -850,6 +1069,7 @@ def load_backbone(
     allow_large: bool = False,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     timestep_spacing: str = "trailing",
+    scheduler: str | None = None,
 ) -> Backbone:
     """Load a CogVideoX backbone, frozen, ready for any method.
 
@@ -860,7 +1080,8 @@ def load_backbone(
     with each module's own rule: PyTorch's ``reset_parameters`` for the diffusers models,
     transformers' ``_init_weights`` for T5; buffers computed at construction, such as the 2B's
     sin-cos positional table, are kept), a pretrained source with ``from_pretrained``; (4) freeze,
-    cast, move; (5) VAE slicing and tiling; (6) the scheduler's timestep spacing.
+    cast, move; (5) VAE slicing and tiling; (6) the scheduler, built and checked in step 1 (class,
+    ``prediction_type``, timestep spacing), before any weight is read.
 
     Args:
         source: ``"tiny"`` (seeded random weights, runs on CPU), ``"cogvideox-5b-random"`` /
@@ -888,16 +1109,25 @@ def load_backbone(
             inference script does, :data:`TIMESTEP_SPACINGS`): ``trailing`` (default; the released
             code's) — 50 steps then start at t = 999 —, ``leading`` or ``linspace``. Recorded in
             :meth:`Backbone.provenance`.
+        scheduler: the sampler's class. ``None``: the class the backbone's scheduler configuration
+            names (``_class_name`` of ``scheduler/scheduler_config.json``; ``tiny``:
+            ``CogVideoXDPMScheduler``; the random presets: the class the published checkpoint ships,
+            ``CogVideoXDDIMScheduler``); or one of :data:`SUPPORTED_SCHEDULERS`, built from the same
+            configuration — the swap THUDM's and DualReal's inference scripts make to
+            ``CogVideoXDPMScheduler`` (comment above :data:`PUBLISHED_CONFIGS`). Either way the class
+            must be supported and ``prediction_type`` must be ``v_prediction``, or the load is
+            refused. Recorded (:meth:`Backbone.provenance`: class, config hash, the class replaced).
 
     Returns:
         A :class:`Backbone`, every parameter with ``requires_grad=False``.
 
     Raises:
         BackboneError: unknown dtype, switch value or timestep spacing, bad overrides, missing folder / cache entry /
-            component file, or (without ``allow_large``) a backbone that does not fit: the message
+            component file, a scheduler class or ``prediction_type`` the methods cannot train and sample
+            with (the class and the supported ones named), or (without ``allow_large``) a backbone that does not fit: the message
             gives the memory the weights need and what the device has.
     """
-    # 1. Source, dtype, device, configurations
+    # 1. Source, dtype, device, configurations, the sampler's scheduler
     torch_dtype = _torch_dtype(dtype)
     device = torch.device(device)
     tiny = source == "tiny"
@@ -909,6 +1139,23 @@ def load_backbone(
     preset = source in RANDOM_PRESETS
     if not tiny and not preset and root is None:  # a hub id known to the table but not downloaded
         _resolve_pretrained(source, cache_dir)  # raises the error naming the missing download
+    # The sampler, before any weight: the class its configuration names (or `scheduler`), refused
+    # unless every method can train and sample with it; the timestep spacing on every backbone
+    # (DualReal's inference script sets it).
+    if tiny or preset:
+        named = TINY_PRESET["scheduler_class"] if tiny else PUBLISHED_CONFIGS[RANDOM_PRESETS[source]]["shipped_scheduler"]
+        table = TINY_PRESET["scheduler"] if tiny else PUBLISHED_CONFIGS[RANDOM_PRESETS[source]]["scheduler"]
+        scheduler_config, where = {"_class_name": named, **table}, f"the {source} scheduler configuration"
+    else:
+        where = str(root / _COMPONENT_FILES["scheduler"])
+        try:
+            scheduler_config = json.loads(Path(where).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BackboneError(f"{where}: {exc}") from None
+        if not isinstance(scheduler_config, dict):
+            raise BackboneError(f"{where}: expected a JSON object, got {type(scheduler_config).__name__}")
+    named = scheduler_config.get("_class_name")
+    sampler = _build_scheduler(scheduler_config, named, timestep_spacing=timestep_spacing, where=where, replace=scheduler)
 
     # 2. Memory check (not for tiny: a few MB) on the meta-device architecture
     check = not tiny and not allow_large and device.type != "meta"
@@ -921,17 +1168,15 @@ def load_backbone(
         parts = _build_tiny(seed)
         random_weights = True
     elif preset:
-        published = PUBLISHED_CONFIGS[RANDOM_PRESETS[source]]
         parts = dict(meta)
         if device.type != "meta":
             for offset, name in enumerate(MODULE_COMPONENTS):
                 torch.manual_seed(seed + offset)
                 _materialize(parts[name], device=device, dtype=torch_dtype, init=_init_rule(name))
         parts["tokenizer"] = build_tiny_tokenizer(int(configs["transformer"]["max_text_seq_length"]))
-        parts["scheduler"] = _build_scheduler(published["scheduler"])
         random_weights = True
     else:
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import AutoTokenizer, T5EncoderModel
 
         if device.type == "meta":
@@ -951,7 +1196,6 @@ def load_backbone(
                 raise BackboneError(f"backbone folder {root}: {exc}") from None
         try:
             parts["tokenizer"] = AutoTokenizer.from_pretrained(root, subfolder="tokenizer")
-            parts["scheduler"] = CogVideoXDPMScheduler.from_pretrained(root, subfolder="scheduler")
         except (OSError, ValueError) as exc:
             raise BackboneError(f"backbone folder {root}: {exc}") from None
         random_weights = False
@@ -973,9 +1217,8 @@ def load_backbone(
     if tiling:
         parts["vae"].enable_tiling()
 
-    # 6. The sampler's timestep spacing, on every backbone (DualReal's inference script sets it)
-    scheduler = parts["scheduler"]
-    parts["scheduler"] = type(scheduler).from_config(scheduler.config, timestep_spacing=timestep_spacing)
+    # 6. The sampler's scheduler (built in step 1)
+    parts["scheduler"] = sampler
     return Backbone(
         **parts,
         source=source,
@@ -984,4 +1227,5 @@ def load_backbone(
         device=device,
         defaults=default_geometry(source),
         overrides={k: dict(v) for k, v in (overrides or {}).items()},
+        scheduler_named=named,
     )

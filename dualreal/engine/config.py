@@ -419,7 +419,7 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
                 ``defaults["num_frames"]``).
         """
         tiny = is_tiny(backbone)
-        steps = self.train_steps or (self.TINY_STEPS if tiny else self.PAPER_STEPS)
+        steps = self.train_steps if self.train_steps is not None else (self.TINY_STEPS if tiny else self.PAPER_STEPS)
         warmup = self.lr_warmup_steps
         if warmup is None:
             warmup = int(round(self.WARMUP_FRACTION * steps))
@@ -430,8 +430,9 @@ class TrainingConfig(OptimizerSettings, MethodConfig):
             super().resolve(backbone),
             train_steps=steps,
             lr_warmup_steps=warmup,
-            motion_batch_size=self.motion_batch_size or (self.TINY_MOTION_BATCH if tiny else self.PAPER_MOTION_BATCH),
-            train_frames=self.train_frames or int(backbone.defaults["num_frames"]),
+            motion_batch_size=(self.motion_batch_size if self.motion_batch_size is not None
+                               else self.TINY_MOTION_BATCH if tiny else self.PAPER_MOTION_BATCH),
+            train_frames=self.train_frames if self.train_frames is not None else int(backbone.defaults["num_frames"]),
             mixed_precision=mixed,
             gradient_checkpointing=(not tiny) if self.gradient_checkpointing is None else self.gradient_checkpointing,
             resolved_for=str(getattr(backbone, "source", "unknown")),

@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualreal.engine.config import ImageConditionedConfig
+from dualreal.engine.errors import cause_line
 from dualreal.engine.protocol import CustomizationMethod
+from dualreal.engine.weights import WeightsFileError, checkpoint_metadata_allowed
 
 __all__ = [
     "RESIZES",
@@ -289,7 +291,11 @@ def build_image_encoder(
         ).to(device=device, dtype=dtype)
 
     weights = resolve_openclip_weights(name, pretrained, path)
-    model = open_clip.create_model(name, pretrained=str(weights), weights_only=True)
+    try:
+        with checkpoint_metadata_allowed():  # numpy metadata allowed, no code unpickled (dualreal.engine.weights)
+            model = open_clip.create_model(name, pretrained=str(weights), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a refused pickle, a truncated file, a mismatched state dict
+        raise WeightsFileError(f"{weights}: not an open_clip {name} checkpoint ({cause_line(exc)})") from None
     cfg = open_clip.get_model_config(name)
     image_size = cfg["vision_cfg"]["image_size"]
     if isinstance(image_size, (tuple, list)):

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from dualreal.engine.config import MethodConfig
+from dualreal.engine.errors import check_finite
 
 __all__ = ["CaseData", "GenerationSettings", "GeneratedVideo", "TrainingRun", "CustomizationMethod", "frames_to_uint8"]
 
@@ -32,7 +33,12 @@ def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
     Returns:
         uint8 ``(F, H, W, 3)`` on CPU, rounded to the nearest level.
+
+    Raises:
+        NonFiniteError: a NaN or infinite value (diverged latents decode to NaN, which a cast to
+            uint8 would silently turn into black pixels): the video fails instead.
     """
+    check_finite(frames, "the generated frames")
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
 
 
@@ -86,13 +92,10 @@ class GenerationSettings:
     fps: int = 8
 
     def geometry(self, backbone: Any) -> dict[str, int]:
-        """``{"num_frames", "height", "width"}`` with ``None`` replaced by ``backbone.defaults``."""
+        """``{"num_frames", "height", "width"}`` with ``None`` replaced by ``backbone.defaults`` (``0`` is a
+        value, kept: the pipeline refuses it)."""
         d = backbone.defaults
-        return {
-            "num_frames": int(self.num_frames or d["num_frames"]),
-            "height": int(self.height or d["height"]),
-            "width": int(self.width or d["width"]),
-        }
+        return {k: int(d[k] if getattr(self, k) is None else getattr(self, k)) for k in ("num_frames", "height", "width")}
 
 
 @dataclass
@@ -109,6 +112,23 @@ class GeneratedVideo:
     frames: torch.Tensor
     fps: int
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse frames the run loop cannot write as they are.
+
+        Raises:
+            NonFiniteError: float frames holding NaN or inf (a diverged method).
+            ValueError: anything but uint8 ``(F, H, W, 3)`` (float frames: convert them with
+                :func:`frames_to_uint8`).
+        """
+        f = self.frames
+        if not isinstance(f, torch.Tensor):
+            raise ValueError(f"GeneratedVideo.frames must be a uint8 tensor (F, H, W, 3), got {type(f).__name__}")
+        if f.is_floating_point():
+            check_finite(f, "the generated frames")
+        if f.dtype != torch.uint8 or f.ndim != 4 or f.shape[-1] != 3 or 0 in f.shape:
+            raise ValueError(f"GeneratedVideo.frames must be uint8 (F, H, W, 3), got {f.dtype} {tuple(f.shape)}"
+                             + (" (convert a pipeline's float output with frames_to_uint8)" if f.is_floating_point() else ""))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from dualreal.engine.config import OptimizerSettings
+from dualreal.engine.errors import check_finite
 from dualreal.engine.trainer.checkpoint import (
     TrainResult,
     load_finished,
@@ -278,6 +278,10 @@ def train(
         ValueError: bad groups (overlap, not in the model, unknown names from ``active_groups``), a
             checkpoint with another config; :class:`MaskUnsupportedError` for a mask under
             DeepSpeed / FSDP.
+        dualreal.engine.errors.NonFiniteError: a NaN or infinite loss (the main one or an extra
+            loss, named), checked before its backward pass: training stops there, the weights are
+            not updated with it and no checkpoint is written (``"<description>: the loss at
+            training step 2 of 10 (identity batch) is nan"``).
     """
     config = config or TrainerConfig()
     if config.distributed not in ("local", "ddp"):
@@ -423,15 +427,20 @@ def train(
                         noise=noise, noise_scheduler=noise_scheduler, accelerator=accelerator,
                     )
                     loss = loss_fn(ctx) if loss_fn is not None else v_prediction_loss(pred, target, batch.loss_mask)
+                    where = f"at training step {step + 1} of {config.train_steps} ({kind} batch)"
+                    # 5d. A NaN/inf loss stops this run before it reaches the weights: no backward, no
+                    # step, no checkpoint (the caller records the case as failed, naming the step).
+                    check_finite(loss.detach(), f"{config.description}: the loss {where}")
                     step_logs["loss_main"] = step_logs.get("loss_main", 0.0) + float(loss.detach()) / config.gradient_accumulation_steps
                     for name, fn in extra_losses.items():
                         extra = fn(ctx)
                         if extra is not None:
+                            check_finite(extra.detach(), f"{config.description}: the {name} loss {where}")
                             loss = loss + extra
                             step_logs[name] = step_logs.get(name, 0.0) + float(extra.detach()) / config.gradient_accumulation_steps
                     accelerator.backward(loss)
                     step_loss += float(loss.detach()) / config.gradient_accumulation_steps
-                    # 5d. Gradient mask, part 2: drop anything an inactive parameter still holds.
+                    # 5e. Gradient mask, part 2: drop anything an inactive parameter still holds.
                     for p in inactive:
                         p.grad = None
                     if accelerator.sync_gradients and config.max_grad_norm is not None:
@@ -444,8 +453,6 @@ def train(
                     elif accelerator.sync_gradients and not optimizer.step_was_skipped:
                         lr_scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"{config.description}: loss became {step_loss} at step {step} ({kind})")
             kinds.append(kind)
             losses.append(step_loss)
             entry = {"step": step, "kind": kind, "loss": step_loss, "lr": float(lr_scheduler.get_last_lr()[0]), **step_logs}
