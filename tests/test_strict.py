@@ -12,6 +12,7 @@ frame up to N (docs/METHOD.md, "Training clips"); the padding is recorded per cl
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from safetensors.torch import save_file
 from _baselines_support import tiny_case
 from benchmark.grid import SAMPLE_DIR
 from benchmark.store import load_records
-from dualreal.engine.trainer import CheckpointError, read_checkpoint
+from dualreal.engine.trainer import CaseBatchSource, CheckpointError, conform_clip, encode_case, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DOG = SAMPLE_DIR / "identity" / "dog"
@@ -142,13 +143,30 @@ def test_a_damaged_finished_checkpoint_is_refused_naming_file_and_keys(tiny_back
     _method(name, tiny_backbone).fit(tiny_case(), workdir)  # the intact checkpoint is reused
 
 
-def test_run_fails_the_case_of_a_damaged_checkpoint_and_the_grid_goes_on(tmp_path):
+def _motion_folder(root: Path, lengths: tuple[int, ...]) -> Path:
+    """A motion folder (videos/ + videos.txt + prompts.txt) with one 8-fps clip per length."""
+    from benchmark.media import write_video
+    from conftest import moving_pattern
+
+    (root / "videos").mkdir(parents=True)
+    names = [f"clip_{n}f.mp4" for n in lengths]
+    for name, n in zip(names, lengths):
+        write_video(root / "videos" / name, moving_pattern(n, 64, 96), fps=8)
+    (root / "videos.txt").write_text("".join(f"videos/{n}\n" for n in names), encoding="utf-8")
+    (root / "prompts.txt").write_text("a dog is walking\n" * len(names), encoding="utf-8")
+    return root
+
+
+def test_run_fails_a_damaged_checkpoint_goes_on_and_records_padded_clips(tmp_path):
     """``dualbench run``: case ``a`` trained earlier, its LoRA file then loses a ``lora_B``; the next
-    run over the grid records ``a`` failed with the file and key named, trains and completes ``b``."""
+    run over the grid records ``a`` failed with the file and key named, and trains and completes
+    ``b`` — whose 5-frame clip is padded to the 9 training frames (one log line; per clip in the
+    records), its 12-frame clip cut to 9, ``config.json`` saying 9."""
+    short = _motion_folder(tmp_path / "short", (5, 12))
     grid = tmp_path / "grid.yaml"
     grid.write_text("cases:\n" + "".join(
-        f"  - {{name: {name}, identity: '{DOG}', motion: '{WALKING}', prompts: ['dog * walks']}}\n" for name in "ab"),
-        encoding="utf-8")
+        f"  - {{name: {name}, identity: '{DOG}', motion: '{motion}', prompts: ['dog * walks']}}\n"
+        for name, motion in (("a", WALKING), ("b", short))), encoding="utf-8")
     out = tmp_path / "runs"
     common = ("run", "--method", "lora-joint", "--grid", str(grid), "--out", str(out), "--steps", "1",
               "--train-steps", "1", "--no-score", "--method-option", "rank=4")
@@ -165,8 +183,53 @@ def test_run_fails_the_case_of_a_damaged_checkpoint_and_the_grid_goes_on(tmp_pat
     assert proc.returncode == 1, text
     assert "1 done, 0 already recorded, 1 failed (2 case(s))" in text, text
     recs = load_records(out).set_index("case")
-    assert recs.loc["b", "status"] == "ok"
     err = recs.loc["a", "error"]
     assert recs.loc["a", "status"] == "failed" and "\n" not in err
     assert err.startswith(f"a: CheckpointError: {lora}: missing 1 key ({dropped[0]}); "), err
     assert err.endswith("cannot be reused: delete the folder to retrain"), err
+
+    assert recs.loc["b", "status"] == "ok"
+    notes = [line for line in text.splitlines() if "padded with their last frame" in line]
+    assert len(notes) == 1 and "b: 1 of 2 training clips shorter than 9 frames, padded with their last frame: " in notes[0], text
+    assert "clip_5f.mp4 (5 real)" in notes[0] and "clip_12f" not in notes[0], notes
+    clips = recs.loc["b", "training_clips"]
+    assert [(Path(c["clip"]).name, c["source_fps"], c["stride"], c["source_frames"], c["frames_used"], c["frames_padded"])
+            for c in clips] == [("clip_5f.mp4", 8.0, 1, 5, 5, 4), ("clip_12f.mp4", 8.0, 1, 12, 9, 0)]
+    saved = json.loads((out / "lora-joint" / "b" / "checkpoint" / "joint" / "config.json").read_text())
+    assert saved["train_frames"] == 9
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Training clips by a stated rule
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 5, 9, 13])
+def test_conform_clip_takes_the_first_frames_and_pads_with_the_last(n):
+    frames = torch.randint(0, 256, (n, 4, 6, 3), generator=torch.Generator().manual_seed(n), dtype=torch.uint8)
+    clip, padded = conform_clip(frames, 9)
+    # independent: frame i of the training clip is source frame min(i, n - 1)
+    expected = torch.stack([frames[min(i, n - 1)] for i in range(9)])
+    assert clip.shape == (9, 4, 6, 3) and padded == max(0, 9 - n)
+    assert torch.equal(clip, expected)
+    with pytest.raises(ValueError, match="at least 2 frames .one frame holds no motion., got 1"):
+        conform_clip(frames[:1], 9)
+
+
+def test_one_short_clip_trains_every_clip_at_the_configured_count(tiny_backbone):
+    """A case with a 5-frame and a 13-frame clip, 9 training frames: both reach the trainer with
+    9 frames (3 latent frames); the short one is the VAE encoding of the clip padded by hand."""
+    g = torch.Generator().manual_seed(1)
+    short, long = (torch.randint(0, 256, (n, 64, 96, 3), generator=g, dtype=torch.uint8) for n in (5, 13))
+    encoded = encode_case(tiny_backbone, tiny_case(motion_clips=[short, long]), num_frames=9)
+    assert encoded.num_frames == 9 and encoded.frames_padded == [4, 0]
+    assert [tuple(p.shape[2:3]) for p in encoded.motion_latents] == [(3,), (3,)]
+    batch = CaseBatchSource(encoded, motion_ratio=1.0, motion_batch_size=2, condition=False).next_batch(
+        "motion", torch.Generator().manual_seed(0))
+    assert batch.latents.shape[:2] == (2, 3)  # (B, F_lat, …): what the trainer's forward gets
+
+    by_hand = torch.cat([short, short[4:5].repeat(4, 1, 1, 1)])  # the last frame four more times
+    pixels = by_hand.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1.0
+    with torch.no_grad():
+        want = tiny_backbone.vae.encode(pixels).latent_dist.parameters.float()
+    torch.testing.assert_close(encoded.motion_latents[0], want)

@@ -77,7 +77,7 @@ from dualreal.engine.trainer.checkpoint import (
     save_trainable,
     write_checkpoint,
 )
-from dualreal.engine.trainer.data import BatchSource, CaseBatchSource, EncodedCase, TrainBatch, encode_case
+from dualreal.engine.trainer.data import BatchSource, CaseBatchSource, EncodedCase, TrainBatch, conform_clip, encode_case
 from dualreal.engine.trainer.loop import (
     MaskUnsupportedError,
     StepContext,
@@ -98,6 +98,7 @@ __all__ = [
     "EncodedCase",
     "CaseBatchSource",
     "encode_case",
+    "conform_clip",
     "train",
     "v_prediction_loss",
     "rotary_embeddings",
