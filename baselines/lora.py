@@ -78,6 +78,7 @@ __all__ = [
     "LoRAMethod",
     "lora_config",
     "add_lora",
+    "lora_shapes",
     "lora_parameter_count",
     "lora_state_dict",
     "save_lora",
@@ -162,14 +163,27 @@ def add_lora(
     return params
 
 
-def lora_parameter_count(transformer: Any, rank: int, target_modules: Sequence[str] = TARGET_MODULES) -> int:
-    """Parameters of one LoRA on ``transformer``: ``rank · (in + out)`` per targeted ``nn.Linear``
-    (peft's matching: a module whose name is a target or ends with ``"." + target``)."""
-    total = 0
+def lora_shapes(transformer: Any, rank: int, target_modules: Sequence[str] = TARGET_MODULES) -> dict[str, tuple[int, int]]:
+    """The tensors a LoRA file of ``transformer`` holds, in diffusers' key format: per targeted
+    ``nn.Linear`` ``name`` (peft's matching: a module whose name is a target or ends with
+    ``"." + target``), ``transformer.<name>.lora_A.weight`` ``(rank, in)`` and
+    ``….lora_B.weight`` ``(out, rank)`` (no LoRA biases).
+
+    Args:
+        transformer: a transformer without LoRA layers (the backbone's).
+    """
+    out = {}
     for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in target_modules):
-            total += int(rank) * (module.in_features + module.out_features)
-    return total
+            out[f"{_PREFIX}{name}.lora_A.weight"] = (int(rank), module.in_features)
+            out[f"{_PREFIX}{name}.lora_B.weight"] = (module.out_features, int(rank))
+    return out
+
+
+def lora_parameter_count(transformer: Any, rank: int, target_modules: Sequence[str] = TARGET_MODULES) -> int:
+    """Parameters of one LoRA on ``transformer``: ``rank · (in + out)`` per targeted ``nn.Linear``
+    (:func:`lora_shapes`)."""
+    return sum(a * b for a, b in lora_shapes(transformer, rank, target_modules).values())
 
 
 def lora_state_dict(transformer: Any, adapter_name: str) -> dict[str, torch.Tensor]:
@@ -212,11 +226,35 @@ def save_lora(
     return path
 
 
-def read_lora(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``folder/pytorch_lora_weights.safetensors`` (diffusers keys, ``transformer.`` prefix)."""
-    from safetensors.torch import load_file
+def read_lora(folder: str | Path, transformer: Any | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``folder/pytorch_lora_weights.safetensors`` (diffusers keys, ``transformer.`` prefix).
 
-    return load_file(str(Path(folder) / LORA_WEIGHT_NAME))
+    Args:
+        transformer: when given (the backbone's, without LoRA layers), the file must hold exactly
+            the LoRA its metadata describes on it (:func:`lora_shapes` with the metadata's ``r`` and
+            ``target_modules``; a file without metadata: the rank of its tensors and
+            :data:`TARGET_MODULES`) — diffusers' ``load_lora_weights`` would only warn about a
+            missing ``lora_B`` and leave that layer as initialised.
+
+    Raises:
+        dualreal.engine.trainer.CheckpointError: a truncated or foreign file, or (with
+            ``transformer``) keys missing or unexpected, tensors of another shape — file and keys named.
+    """
+    from dualreal.engine.trainer import read_checkpoint
+
+    path = Path(folder) / LORA_WEIGHT_NAME
+    if transformer is None:
+        return read_checkpoint(path)
+    meta = read_lora_metadata(folder) or {}
+    rank = meta.get("r")
+    if rank is None:  # no metadata: the rank the tensors have (their keys and other dims still checked)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            ranks = [f.get_slice(k).get_shape()[0 if ".lora_A." in k else 1] for k in f.keys() if ".lora_" in k]
+        rank = ranks[0] if ranks else 0
+    targets = meta.get("target_modules") or TARGET_MODULES
+    return read_checkpoint(path, lora_shapes(transformer, int(rank), targets))
 
 
 def read_lora_metadata(folder: str | Path) -> dict[str, Any] | None:
@@ -224,8 +262,15 @@ def read_lora_metadata(folder: str | Path) -> dict[str, Any] | None:
     ``None`` for a file written without adapter metadata."""
     from safetensors import safe_open
 
-    with safe_open(str(Path(folder) / LORA_WEIGHT_NAME), "pt") as f:
-        raw = (f.metadata() or {}).get(_METADATA_KEY)
+    from dualreal.engine.trainer import read_checkpoint
+
+    path = Path(folder) / LORA_WEIGHT_NAME
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get(_METADATA_KEY)
+    except Exception:  # noqa: BLE001 - unreadable: read_checkpoint raises the one error naming the file
+        read_checkpoint(path)
+        raise
     if not raw:
         return None
     packed = json.loads(raw)
@@ -320,10 +365,14 @@ def load_lora_pipeline(backbone: Any, adapters: Mapping[str, str | Path], weight
 
     Returns:
         The pipeline; ``pipe.transformer`` holds the peft layers, the backbone's transformer none.
+
+    Raises:
+        dualreal.engine.trainer.CheckpointError: a file that is not the whole LoRA (:func:`read_lora`).
     """
     pipe = backbone.pipeline(transformer=shared_weights_copy(backbone.transformer))
     names = list(adapters)
     for name in names:
+        read_lora(adapters[name], backbone.transformer)  # strict: the whole LoRA or one error naming file and keys
         pipe.load_lora_weights(str(adapters[name]), weight_name=LORA_WEIGHT_NAME, adapter_name=name, use_safetensors=True)
     pipe.set_adapters(names, [float(weights[n]) for n in names])
     return pipe
@@ -489,6 +538,8 @@ class LoRAMethod(CustomizationMethod):
         Raises:
             ValueError: a run folder trained with another configuration, a LoRA file whose scale a
                 stock loader would get wrong (:func:`check_lora_file`), or bad data.
+            dualreal.engine.trainer.CheckpointError: a run's LoRA file (trained now or finished
+                earlier) that is truncated or not the whole LoRA (:func:`read_lora`).
         """
         from dualreal.engine.trainer import encode_case, load_finished
 
@@ -498,7 +549,9 @@ class LoRAMethod(CustomizationMethod):
         status = {}
         for run, ratio, steps in cfg.runs():
             folder = workdir / run
-            done = load_finished(folder, torch.nn.Module(), checkpoint_config=self.run_config(run), load_fn=lambda m, f: None)
+            # a finished run's LoRA file is checked strictly before any merge reads it
+            done = load_finished(folder, torch.nn.Module(), checkpoint_config=self.run_config(run),
+                                 load_fn=lambda m, f: read_lora(f, self.backbone.transformer))
             if done is None:
                 if encoded is None:
                     encoded = encode_case(self.backbone, case, num_frames=cfg.train_frames)

@@ -811,7 +811,7 @@ class MotionBoothMethod(CustomizationMethod):
         """
         from baselines.boxes import box_path_from_clips
         from baselines.masks import subject_masks
-        from dualreal.engine.trainer import load_finished
+        from dualreal.engine.trainer import WEIGHTS_NAME, load_finished, read_checkpoint
 
         cfg = self.config
         workdir = Path(workdir)
@@ -823,7 +823,9 @@ class MotionBoothMethod(CustomizationMethod):
             exclude=self.CHECKPOINT_EXCLUDE, _mask_source=info.get("mask_source"), _preservation=preservation,
             _identity_batch=self.identity_batch,
         )
-        done = load_finished(workdir, torch.nn.Module(), checkpoint_config=ckpt_cfg, load_fn=lambda m, f: None)
+        # a finished checkpoint's file is checked (header: keys and shapes) here, read at inference
+        done = load_finished(workdir, torch.nn.Module(), checkpoint_config=ckpt_cfg,
+                             load_fn=lambda m, f: read_checkpoint(Path(f) / WEIGHTS_NAME, self._expected(), tensors=False))
         if done is None:
             done = self._train(training_case, workdir, masks, ckpt_cfg, progress)
         self.class_word = case.class_word
@@ -846,19 +848,20 @@ class MotionBoothMethod(CustomizationMethod):
         losses = [entry["loss_attention"] for entry in done.logs if "loss_attention" in entry]
         self.last_fit = {"resumed": done.resumed, "steps": done.steps, **self.data_info, "loss_attention": losses}
 
-    def _inference_pipeline(self, workdir: Path):
-        from safetensors.torch import load_file
+    def _expected(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every fine-tuned tensor, exactly what the checkpoint holds (strict: a
+        missing one would leave that base weight in place)."""
+        own = dict(self.backbone.transformer.named_parameters())
+        return {n: tuple(own[n].shape) for n in trainable_parameter_names(self.backbone.transformer, self.config.trainable)}
 
+    def _inference_pipeline(self, workdir: Path):
         from baselines.common import shared_weights_copy
-        from dualreal.engine.trainer import WEIGHTS_NAME
+        from dualreal.engine.trainer import WEIGHTS_NAME, read_checkpoint
 
         tr = self.backbone.transformer
         model = shared_weights_copy(tr)
         dtype = next(tr.parameters()).dtype
-        tensors = {k: v.to(dtype) for k, v in load_file(str(Path(workdir) / WEIGHTS_NAME)).items()}
-        unknown = sorted(set(tensors) - dict(model.named_parameters()).keys())
-        if unknown:
-            raise ValueError(f"{workdir}: checkpoint tensors not in the transformer: {unknown[:3]}")
+        tensors = {k: v.to(dtype) for k, v in read_checkpoint(Path(workdir) / WEIGHTS_NAME, self._expected()).items()}
         with torch.no_grad():  # the fine-tuned tensors replace the copy's (shared) base weights
             _replace_parameters(model, {k: v.to(tr.device) for k, v in tensors.items()}, requires_grad=False)
         cfg = self.config

@@ -58,7 +58,15 @@ from benchmark.data import (
     load_motion,
     read_text,
 )
-from benchmark.media import IMAGE_EXTENSIONS, MediaError, RESIZE_MODES, read_image, read_video, resize_frames, select_frames
+from benchmark.media import (
+    IMAGE_EXTENSIONS,
+    MediaError,
+    RESIZE_MODES,
+    read_image,
+    read_video,
+    resize_frames,
+    video_frame_count,
+)
 from dualreal.engine.protocol import CaseData
 
 __all__ = [
@@ -540,12 +548,28 @@ class DecodedCase:
             (the CLIP-I / DINO-I references; the same files as ``data.identity_images``).
         motion_clips: every clip of the motion folder, in folder order (the motion reference whose
             dynamic degree is ``dynamic_degree_ref``; ``max_clips`` limits training only).
+        training_clips: one entry per training clip (the case's, ``role="motion"``, then any
+            preservation clips, ``role="preservation"``): ``clip``, ``source_fps``, ``stride``,
+            ``source_frames``, ``frames_used``, ``frames_padded`` (:func:`decode_case`); the run
+            loop records it.
     """
 
     case: Case
     data: CaseData
     reference_images: list[torch.Tensor]
     motion_clips: list[Path]
+    training_clips: list[dict[str, Any]] = field(default_factory=list)
+
+    def padding_note(self) -> str:
+        """One line naming the training clips that were padded (``""``: none was), e.g.
+        ``"2 of 3 training clips shorter than 9 frames, padded with their last frame: a.mp4 (5 real), b.mp4 (7 real)"``."""
+        padded = [e for e in self.training_clips if e["frames_padded"]]
+        if not padded:
+            return ""
+        n = padded[0]["frames_used"] + padded[0]["frames_padded"]
+        names = ", ".join(f"{Path(e['clip']).name} ({e['frames_used']} real)" for e in padded)
+        return (f"{len(padded)} of {len(self.training_clips)} training clips shorter than {n} frames, "
+                f"padded with their last frame: {names}")
 
 
 def read_images(paths: list[Path]) -> list[torch.Tensor]:
@@ -591,16 +615,39 @@ def read_mask(path: Path, height: int, width: int, size: tuple[int, int], mode: 
     return grey > 127.5
 
 
-def _decode_clip(path: Path, num_frames: int, height: int, width: int, mode: str) -> torch.Tensor:
-    """First ``num_frames`` (cut to 4k+1) of a clip, brought to ``(height, width)`` by
-    :func:`~benchmark.media.resize_frames` with ``mode``; DataError naming the file."""
+def _decode_clip(path: Path, num_frames: int, height: int, width: int, mode: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A training clip by the one rule (:func:`dualreal.engine.trainer.conform_clip`): the first
+    ``num_frames`` frames at the source frame rate, a shorter clip padded with its last frame,
+    brought to ``(height, width)`` by :func:`~benchmark.media.resize_frames` with ``mode``.
+
+    Returns:
+        ``(frames, entry)``: uint8 ``(num_frames, height, width, 3)`` and the clip's
+        ``training_clips`` entry — ``clip`` (the file), ``source_fps``, ``stride`` (1: consecutive
+        source frames), ``source_frames`` (the clip's frame count; the container's declared count
+        for a clip longer than ``num_frames``, ``None`` if it declares none), ``frames_used`` (real
+        frames trained on), ``frames_padded``.
+
+    Raises:
+        DataError: an unreadable clip or one of a single frame, naming the file.
+    """
+    from dualreal.engine.trainer import conform_clip
+
     try:
-        frames, _ = read_video(path, max_frames=num_frames)
-        frames = select_frames(frames, num_frames)
-    except MediaError as exc:
+        frames, fps = read_video(path, max_frames=num_frames)
+        clip, padded = conform_clip(frames, num_frames)
+    except (MediaError, ValueError) as exc:
         msg = str(exc)
         raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-    return resize_frames(frames, height, width, mode=mode)
+    used = int(frames.shape[0])
+    entry = {
+        "clip": str(path),
+        "source_fps": round(float(fps), 3),
+        "stride": 1,
+        "source_frames": used if used < num_frames else video_frame_count(path),
+        "frames_used": used,
+        "frames_padded": padded,
+    }
+    return resize_frames(clip, height, width, mode=mode), entry
 
 
 def preservation_clips(
@@ -614,9 +661,10 @@ def preservation_clips(
     clips on every run and every process), and decoded as the case's own clips are.
 
     Returns:
-        ``(clips, prompts, source)``: uint8 ``(F, height, width, 3)`` clips, their prompts, and the
-        source — ``"<n> clips of other motions: Motion/clip, …"``, or why there are none
-        (``clips`` empty).
+        ``(clips, prompts, source, entries)``: uint8 ``(num_frames, height, width, 3)`` clips (the
+        training-clip rule of :func:`decode_case`), their prompts, the source —
+        ``"<n> clips of other motions: Motion/clip, …"``, or why there are none (``clips`` empty) —
+        and each clip's ``training_clips`` entry.
 
     Raises:
         DataError: an unreadable chosen clip.
@@ -637,13 +685,13 @@ def preservation_clips(
             continue  # not a motion folder
         pool += [(motion, i) for i in range(len(motion.clips))]
     if not pool:
-        return [], [], f"no other motion folder beside {case.motion}"
+        return [], [], f"no other motion folder beside {case.motion}", []
     rng = random.Random(zlib.crc32(case.name.encode("utf-8")))
     chosen = rng.sample(pool, min(count, len(pool)))
-    clips = [_decode_clip(m.clips[i], num_frames, height, width, motion_resize) for m, i in chosen]
+    decoded = [_decode_clip(m.clips[i], num_frames, height, width, motion_resize) for m, i in chosen]
     prompts = [m.prompts[i] for m, i in chosen]
     names = ", ".join(f"{m.path.name}/{m.clips[i].name}" for m, i in chosen)
-    return clips, prompts, f"{len(clips)} clips of other motions: {names}"
+    return [c for c, _ in decoded], prompts, f"{len(decoded)} clips of other motions: {names}", [e for _, e in decoded]
 
 
 def decode_case(
@@ -659,9 +707,12 @@ def decode_case(
 ) -> DecodedCase:
     """Decode a case's files for a run: every image and clip read once.
 
-    Motion clips: the first ``num_frames`` decoded with :func:`~benchmark.media.read_video`, cut to
-    4k+1 by :func:`~benchmark.media.select_frames` (a shorter clip gives its longest 4k+1 prefix),
-    brought to ``(height, width)`` by :func:`~benchmark.media.resize_frames`. Identity images are
+    Motion clips (the training-clip rule, docs/METHOD.md "Training clips"): the first ``num_frames``
+    consecutive frames at the source frame rate, decoded with :func:`~benchmark.media.read_video`;
+    a shorter clip is padded by repeating its last frame up to ``num_frames``
+    (:func:`dualreal.engine.trainer.conform_clip`), so one short clip never shortens the others;
+    then brought to ``(height, width)`` by :func:`~benchmark.media.resize_frames`. What each clip
+    gave is in ``training_clips``. Identity images are
     decoded once at native resolution (kept as the scoring references) and resized for training.
     The reference image stays at native resolution: the reference-image encoder brings it to its own
     input size (:mod:`dualreal.engine.image_encoder`: 224 × 224 without cropping, as the released
@@ -685,7 +736,8 @@ def decode_case(
 
     Args:
         case: from :func:`load_grid`.
-        num_frames: frames per motion clip, 4k+1 (49 in the paper).
+        num_frames: frames per training clip, 4k+1 (49 in the paper): the method's training frame
+            count (:meth:`~dualreal.engine.protocol.CustomizationMethod.training_frames`).
         height, width: training resolution (480×720 in the paper).
         max_clips: train on the first N motion clips only (default all).
         preservation: clips of other motions to decode for the method
@@ -696,7 +748,7 @@ def decode_case(
 
     Returns:
         :class:`DecodedCase`: ``data`` holds identity images uint8 ``(height, width, 3)``, motion
-        clips uint8 ``(F, height, width, 3)`` with F = 4k+1 ≤ ``num_frames``, the ref image uint8
+        clips uint8 ``(num_frames, height, width, 3)``, the ref image uint8
         ``(H, W, 3)`` at native size and one prompt per image / clip, the identity's subject masks
         (bool ``(height, width)``, when it ships ``masks/``: :func:`read_mask`) and the
         preservation clips; ``reference_images`` the native identity images; ``motion_clips`` every
@@ -704,7 +756,7 @@ def decode_case(
 
     Raises:
         DataError: bad arguments; a folder problem (see :mod:`benchmark.data`); an unreadable
-            image or clip, or a clip shorter than 5 frames (the message names the file).
+            image or clip, or a clip of a single frame (the message names the file).
     """
     if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4:
         raise DataError(f"case {case.name}: num_frames={num_frames!r} is not 4k+1 (e.g. 9, 49)")
@@ -728,16 +780,19 @@ def decode_case(
         ref = read_images([case.ref_image])[0]
 
     clip_paths = motion.clips[:max_clips] if max_clips is not None else motion.clips
-    clips = [_decode_clip(path, num_frames, height, width, motion_resize) for path in clip_paths]
+    decoded = [_decode_clip(path, num_frames, height, width, motion_resize) for path in clip_paths]
+    clips = [c for c, _ in decoded]
+    training_clips = [{**e, "role": "motion"} for _, e in decoded]
     masks = None
     if identity.masks is not None:
         masks = [read_mask(m, height, width, tuple(img.shape[:2]), identity_resize)
                  for m, img in zip(identity.masks, natives)]
     extra_clips, extra_prompts, extra_source = [], [], ""
     if preservation:
-        extra_clips, extra_prompts, extra_source = preservation_clips(
+        extra_clips, extra_prompts, extra_source, entries = preservation_clips(
             case, preservation, num_frames=num_frames, height=height, width=width, motion_resize=motion_resize
         )
+        training_clips += [{**e, "role": "preservation"} for e in entries]
 
     data = CaseData(
         name=case.name,
@@ -752,4 +807,5 @@ def decode_case(
         preservation_prompts=extra_prompts,
         preservation_source=extra_source,
     )
-    return DecodedCase(case=case, data=data, reference_images=natives, motion_clips=list(motion.clips))
+    return DecodedCase(case=case, data=data, reference_images=natives, motion_clips=list(motion.clips),
+                       training_clips=training_clips)

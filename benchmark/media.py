@@ -33,7 +33,7 @@ __all__ = [
     "degenerate_note",
     "RESIZE_MODES",
     "resize_frames",
-    "select_frames",
+    "video_frame_count",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -198,6 +198,19 @@ def read_video(
     if is_gif and delays:
         fps = gif_fps(delays[: len(frames)])
     return torch.from_numpy(np.stack(frames)), fps
+
+
+def video_frame_count(path: str | os.PathLike) -> int | None:
+    """The frame count the container declares for its first video stream (PyAV ``stream.frames``),
+    without decoding; ``None`` when it declares none (some WebM / GIF files) or cannot be opened."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            n = int(container.streams.video[0].frames) if container.streams.video else 0
+    except Exception:  # noqa: BLE001 - only a count for the record; read_video reports unreadable files
+        return None
+    return n or None
 
 
 #: A GIF frame delay below this (seconds) is played as :data:`GIF_DEFAULT_DELAY` by browsers.
@@ -386,28 +399,3 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, *, mode: str) -
     x = x[..., top : top + height, left : left + width]
     out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     return out[0] if single else out
-
-
-def select_frames(frames: torch.Tensor, num_frames: int, *, temporal_compression: int = 4) -> torch.Tensor:
-    """Take the first frames of a clip, as many as the VAE accepts: CogVideoX's causal VAE compresses
-    time 4×, so a clip of 4k+1 frames becomes k+1 latent frames.
-
-    Args:
-        frames: ``(F, H, W, 3)``.
-        num_frames: wanted count; must be 4k+1.
-
-    Returns:
-        The first ``num_frames`` frames if the clip is long enough, else the longest 4k+1 prefix.
-
-    Raises:
-        MediaError: ``num_frames`` is not 4k+1, or the clip is shorter than 5 frames.
-    """
-    if num_frames < 1 or (num_frames - 1) % temporal_compression:
-        raise MediaError(f"num_frames={num_frames} is not {temporal_compression}k+1")
-    n = frames.shape[0]
-    if num_frames > 1 and n < temporal_compression + 1:
-        raise MediaError(
-            f"a motion clip needs at least {temporal_compression + 1} frames (4k+1, k >= 1), got {n}"
-        )
-    take = min(num_frames, ((n - 1) // temporal_compression) * temporal_compression + 1)
-    return frames[:take]

@@ -882,10 +882,18 @@ class _Generator:
 
     def open_case(self, case: Case, status: Callable[[str], None]) -> float:
         status(f"{case.name}: decoding")
-        self.decoded = decode_case(case, num_frames=self.settings.num_frames, height=self.settings.height,
+        # clips are decoded at the method's training frame count (a generation length that differs
+        # must neither cut nor pad them); a shorter clip is padded, logged once here and recorded
+        train_frames = self.method.training_frames() or self.settings.num_frames
+        self.decoded = decode_case(case, num_frames=train_frames, height=self.settings.height,
                                    width=self.settings.width, max_clips=self.cfg.max_clips,
                                    preservation=self.method.preservation_clip_count(),
                                    motion_resize=self.cfg.motion_resize, identity_resize=self.cfg.identity_resize)
+        note = self.decoded.padding_note() if self.method.trainable else ""
+        if note:
+            self.log(f"[yellow]note:[/yellow] {case.name}: {note}")
+        #: Per training clip: source fps, stride, source frames, frames used and padded (recorded).
+        self.training_clips = self.decoded.training_clips if self.method.trainable else []
         status(f"{case.name}: fitting")
         t0 = time.perf_counter()
         with peak_memory(self.backbone.device) as peak:
@@ -919,6 +927,7 @@ class _Generator:
             video=str(mp4.relative_to(self.out)),
             fit_seconds=round(job.fit_seconds or 0.0, 3),
             training_budget=self.training_budget,
+            training_clips=self.training_clips,
             generate_seconds=round(gen_seconds, 3),
             fit_peak_memory_gb=self.fit_peak_gb,
             generate_peak_memory_gb=peak.gb,

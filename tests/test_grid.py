@@ -320,9 +320,11 @@ def test_decode_case_sports_clip_max_clips(fifty):
 
 def test_decode_case_smoke():
     (case,) = load_grid("smoke")
-    data = decode_case(case, num_frames=49, height=48, width=64).data
-    # the sample clips have 33, 37 and 21 frames: each gives its longest 4k+1 prefix
-    assert [c.shape[0] for c in data.motion_clips] == [33, 37, 21]
+    decoded = decode_case(case, num_frames=49, height=48, width=64)
+    data = decoded.data
+    # the sample clips have 33, 37 and 21 frames: each trains on 49, padded with its last frame
+    assert [c.shape[0] for c in data.motion_clips] == [49, 49, 49]
+    assert [(e["frames_used"], e["frames_padded"]) for e in decoded.training_clips] == [(33, 16), (37, 12), (21, 28)]
     assert len(data.identity_images) == 5 and data.identity_prompts == ["dog *"] * 5
 
 
@@ -349,7 +351,9 @@ def test_decode_case_short_clip_names_file(tmp_path, make_identity, make_motion,
     short = bad_media("three_frame_mp4")
     shutil.copy(short, motion / "videos" / "clip_0.mp4")
     case = Case("dog__walking", ident, motion, ident / "images" / "00.png", ["dog * walks"], [42], "dog")
-    with pytest.raises(DataError, match=r"clip_0\.mp4: a motion clip needs at least 5 frames"):
+    assert decode_case(case, num_frames=9, height=16, width=16).data.motion_clips[0].shape[0] == 9  # padded
+    shutil.copy(bad_media("one_frame_mp4"), motion / "videos" / "clip_0.mp4")
+    with pytest.raises(DataError, match=r"clip_0\.mp4: a training clip needs at least 2 frames \(one frame holds no motion\), got 1"):
         decode_case(case, num_frames=9, height=16, width=16)
     bad_media("text_as_mp4", "x.mp4").replace(motion / "videos" / "clip_0.mp4")
     with pytest.raises(DataError, match=r"clip_0\.mp4: not a readable video"):

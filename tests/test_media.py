@@ -14,7 +14,6 @@ from benchmark.media import (
     read_image,
     read_video,
     resize_frames,
-    select_frames,
     write_video,
 )
 
@@ -298,26 +297,6 @@ def test_resize_frames_crop_keeps_the_center_and_stretch_keeps_everything():
     centres = (torch.arange(360) + 0.5) * 320 / 360 - 0.5  # the source column each output column samples
     expect = centres.clamp(0, 255).round()
     assert (wide[0, 120, 5:-5, 0].float() - expect[5:-5]).abs().max() <= 1  # up to the 255 clip of uint8
-
-
-@pytest.mark.parametrize("n, want, got", [(49, 49, 49), (30, 49, 29), (9, 49, 9), (5, 9, 5), (12, 9, 9), (49, 1, 1)])
-def test_select_frames_first_4k_plus_1(n, want, got):
-    frames = torch.arange(n).view(n, 1, 1, 1).expand(n, 2, 2, 3).to(torch.uint8)
-    out = select_frames(frames, want)
-    assert out.shape[0] == got and out[0, 0, 0, 0] == 0 and out[-1, 0, 0, 0] == got - 1
-
-
-@pytest.mark.parametrize("kind, n", [("one_frame_mp4", 1), ("three_frame_mp4", 3)])
-def test_select_frames_too_short_clip(bad_media, kind, n):
-    frames, _ = read_video(bad_media(kind))
-    assert frames.shape[0] == n
-    with pytest.raises(MediaError, match=rf"at least 5 frames.*got {n}"):
-        select_frames(frames, 9)
-
-
-def test_select_frames_rejects_non_4k_plus_1():
-    with pytest.raises(MediaError, match="num_frames=8 is not 4k\\+1"):
-        select_frames(torch.zeros(10, 2, 2, 3, dtype=torch.uint8), 8)
 
 
 def test_truncated_image_is_an_error_even_if_a_library_relaxed_pil(tmp_path, monkeypatch):

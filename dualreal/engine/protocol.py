@@ -51,7 +51,9 @@ class CaseData:
         class_word: the identity's class noun (``"dog"``); the identity prompt is ``f"{class_word} *"``.
         identity_images: list of uint8 tensors ``(H, W, 3)`` at the training resolution.
         identity_prompts: one prompt per identity image (``"dog *"``).
-        motion_clips: list of uint8 tensors ``(F, H, W, 3)``, F = 4k+1, at the training resolution.
+        motion_clips: list of uint8 tensors ``(F, H, W, 3)`` at the training resolution, F >= 2
+            (the benchmark hands exactly the training frame count, 4k+1; the trainer brings any
+            other length to it by :func:`dualreal.engine.trainer.conform_clip`).
         motion_prompts: one prompt per clip (``"a person is playing guitar"``).
         ref_image: uint8 ``(H, W, 3)`` at any size (the benchmark hands the native image): the
             identity reference image that conditions the motion adapter at inference (``ref_image``
@@ -249,6 +251,13 @@ class CustomizationMethod(ABC):
         does not report its budget (tables then say "not recorded", never "no training").
         """
         return None if self.trainable else []
+
+    def training_frames(self) -> int | None:
+        """Frames per training clip (4k+1) of a trainable method — its config's ``train_frames``,
+        resolved — so that the run loop decodes that many from each clip; ``None`` for a method that
+        learns nothing (or has no such field)."""
+        frames = getattr(self.config, "train_frames", None) if self.trainable else None
+        return None if frames is None else int(frames)
 
     def preservation_clip_count(self) -> int:
         """How many clips of other motions the method wants in :attr:`CaseData.preservation_clips`

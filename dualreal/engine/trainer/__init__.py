@@ -58,7 +58,8 @@ one process, gradient accumulation, bf16 autocast and 2-process DDP.
 
 Resume: when ``workdir/train_state.json`` says ``finished`` (it is written last, atomically) the
 checkpoint is loaded instead of training; a different ``checkpoint_config`` is an error naming the
-fields (:func:`config_diff`). Loss: CogVideoX's native objective, v-prediction with uniform ``t``; diffusers' scripts write
+fields (:func:`config_diff`); a finished checkpoint whose weights are damaged or not the model's is
+refused with the file and keys named (:class:`CheckpointError`, :func:`read_checkpoint`). Loss: CogVideoX's native objective, v-prediction with uniform ``t``; diffusers' scripts write
 it as ``‖x̂₀ − x₀‖² / (1 − ᾱ_t)``, which equals the plain v-MSE used here.
 """
 
@@ -66,14 +67,17 @@ from dualreal.engine.trainer.checkpoint import (
     CONFIG_NAME,
     STATE_NAME,
     WEIGHTS_NAME,
+    CheckpointError,
     TrainResult,
+    check_state_dict,
     config_diff,
     load_finished,
     load_trainable,
+    read_checkpoint,
     save_trainable,
     write_checkpoint,
 )
-from dualreal.engine.trainer.data import BatchSource, CaseBatchSource, EncodedCase, TrainBatch, encode_case
+from dualreal.engine.trainer.data import BatchSource, CaseBatchSource, EncodedCase, TrainBatch, conform_clip, encode_case
 from dualreal.engine.trainer.loop import (
     MaskUnsupportedError,
     StepContext,
@@ -94,12 +98,16 @@ __all__ = [
     "EncodedCase",
     "CaseBatchSource",
     "encode_case",
+    "conform_clip",
     "train",
     "v_prediction_loss",
     "rotary_embeddings",
     "save_trainable",
     "load_trainable",
     "load_finished",
+    "CheckpointError",
+    "read_checkpoint",
+    "check_state_dict",
     "write_checkpoint",
     "config_diff",
     "MaskUnsupportedError",

@@ -1,5 +1,14 @@
 """Checkpoint I/O of the trainer: the named trainable parameters in safetensors, ``config.json``
-beside them, and ``train_state.json`` written last as the "finished" marker."""
+beside them, and ``train_state.json`` written last as the "finished" marker.
+
+Strict loading. Every safetensors checkpoint of dualbench — DualReal's adapters and controller, the
+DreamVideo-style adapters, MotionBooth's fine-tuned tensors, the LoRA files — is read through
+:func:`read_checkpoint`: a file that is truncated or not safetensors, a key the model expects and
+the file lacks, a key the model does not have, or a tensor of another shape is one
+:class:`CheckpointError` that names the file, counts each kind and lists the first keys. Nothing is
+loaded half (peft's ``set_peft_model_state_dict`` and diffusers' ``load_lora_weights`` only warn
+about missing keys and leave those weights as initialised).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +24,13 @@ import torch
 from torch import nn
 
 from dualreal.engine.config import FIELDS_ADDED
+from dualreal.engine.errors import cause_line
 from dualreal.engine.io import atomic_replace, atomic_write_json
 
 __all__ = [
+    "CheckpointError",
+    "read_checkpoint",
+    "check_state_dict",
     "config_diff",
     "WEIGHTS_NAME",
     "CONFIG_NAME",
@@ -51,6 +64,97 @@ class TrainResult:
 
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used as it is: unreadable (truncated, not safetensors) or
+    not the model's (keys missing or unexpected, tensors of another shape). The message is one line:
+    ``"<file>: missing 3 keys (a, b, c), unexpected 1 (d)"``."""
+
+
+#: Keys listed per kind in a :class:`CheckpointError`; the rest are counted.
+_LISTED = 3
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f", … {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+
+
+def check_state_dict(
+    path: str | os.PathLike,
+    shapes: Mapping[str, Sequence[int]],
+    expected: Mapping[str, Sequence[int]],
+    *,
+    allow_missing: bool = False,
+) -> None:
+    """Compare a checkpoint's keys and shapes with what the model expects.
+
+    Args:
+        path: the file (for the message).
+        shapes: key → shape of each tensor in the file.
+        expected: key → shape of each tensor the model takes from the file.
+        allow_missing: expected keys may be absent (a partial checkpoint by design).
+
+    Raises:
+        CheckpointError: ``"<path>: missing 3 keys (a, b, c), unexpected 1 (d), 1 of another shape
+            (e: file (4, 8), model (4, 16))"`` — each kind counted, its first keys listed.
+    """
+    missing = [] if allow_missing else sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    other = sorted(k for k in set(shapes) & set(expected) if tuple(shapes[k]) != tuple(expected[k]))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key{'s' * (len(missing) > 1)} ({_listed(missing)})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} ({_listed(unexpected)})")
+    if other:
+        described = [f"{k}: file {tuple(shapes[k])}, model {tuple(expected[k])}" for k in other]
+        parts.append(f"{len(other)} of another shape ({_listed(described)})")
+    if parts:
+        raise CheckpointError(f"{path}: {', '.join(parts)}")
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, Sequence[int]] | None = None,
+    *,
+    allow_missing: bool = False,
+    tensors: bool = True,
+) -> dict[str, torch.Tensor] | dict[str, tuple[int, ...]]:
+    """The tensors of a safetensors file (CPU), checked against ``expected`` before any is returned.
+
+    The file is opened with ``safetensors.safe_open``, whose header check refuses a truncated file
+    (``incomplete metadata, file not fully covered``) or a foreign one.
+
+    Args:
+        path: the ``.safetensors`` file.
+        expected: key → shape the model takes (``None``: no key check).
+        allow_missing: see :func:`check_state_dict`.
+        tensors: ``False``: check the header only and return the shapes (no tensor is read).
+
+    Returns:
+        ``{key: tensor}`` as stored (``{key: shape}`` with ``tensors=False``).
+
+    Raises:
+        CheckpointError: a missing or unreadable file (``"<path>: not a readable safetensors file
+            (<cause>)"``), or keys and shapes that differ (:func:`check_state_dict`).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), "pt", device="cpu") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            if expected is not None:
+                check_state_dict(path, shapes, expected, allow_missing=allow_missing)
+            return {k: f.get_tensor(k) for k in shapes} if tensors else shapes
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SafetensorError (truncated, foreign), OSError: all "unreadable"
+        raise CheckpointError(f"{path}: not a readable safetensors file ({cause_line(exc, with_type=False)})") from None
+
+
 def _named_trainable(model: nn.Module, params: Iterable[nn.Parameter]) -> dict[str, nn.Parameter]:
     wanted = {id(p) for p in params}
     named = {name: p for name, p in model.named_parameters() if id(p) in wanted}
@@ -72,33 +176,27 @@ def save_trainable(model: nn.Module, parameter_groups: Mapping[str, Sequence[nn.
 
 
 def load_trainable(model: nn.Module, folder: Path, expected: Iterable[nn.Parameter] | None = None) -> list[str]:
-    """Default ``load_fn``: copy ``folder/weights.safetensors`` into the model's parameters by name.
+    """Default ``load_fn``: copy ``folder/weights.safetensors`` into the model's parameters by name,
+    after :func:`read_checkpoint` has checked every key and shape.
 
     Args:
-        expected: parameters that must all be in the file (default: none checked).
+        expected: the parameters the file must hold, exactly (default: any parameters of the model;
+            none required).
 
     Returns:
         The loaded names.
 
     Raises:
-        ValueError: a name the model lacks, a shape mismatch, or an expected parameter missing.
+        CheckpointError: the file is unreadable, lacks an expected parameter, holds a tensor the model
+            (or ``expected``) does not have, or one of another shape — the file and keys named.
     """
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(folder) / WEIGHTS_NAME))
     params = dict(model.named_parameters())
-    unknown = sorted(set(tensors) - set(params))
-    if unknown:
-        raise ValueError(f"{folder}: checkpoint tensors not in the model: {unknown[:5]}{' …' if len(unknown) > 5 else ''}")
-    if expected is not None:
-        missing = sorted(set(_named_trainable(model, expected)) - set(tensors))
-        if missing:
-            raise ValueError(f"{folder}: checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[:3]}")
+    wanted = params if expected is None else _named_trainable(model, expected)
+    tensors = read_checkpoint(Path(folder) / WEIGHTS_NAME, {n: tuple(p.shape) for n, p in wanted.items()},
+                              allow_missing=expected is None)
     with torch.no_grad():
         for name, value in tensors.items():
             p = params[name]
-            if p.shape != value.shape:
-                raise ValueError(f"{folder}: {name} has shape {tuple(value.shape)}, the model {tuple(p.shape)}")
             p.copy_(value.to(dtype=p.dtype))
     return sorted(tensors)
 
@@ -166,8 +264,14 @@ def load_finished(
 ) -> TrainResult | None:
     """Load a finished checkpoint from ``workdir`` into ``model``; ``None`` when there is none.
 
+    A finished checkpoint whose weights cannot be loaded as they are (truncated, keys missing or
+    unexpected, shapes that differ: :class:`CheckpointError` from ``load_fn``) is refused, not
+    retrained: the error names the file and keys and says to delete the folder to retrain — the
+    case's record then says what happened instead of a silent retraining.
+
     Raises:
         ValueError: the checkpoint was trained with a different ``checkpoint_config``.
+        CheckpointError: the finished checkpoint's weights are damaged or not the model's.
     """
     if workdir is None:
         return None
@@ -191,7 +295,10 @@ def load_finished(
                 f"{workdir} holds a finished checkpoint trained with another configuration ({lines}); "
                 "delete the folder or use another output folder"
             )
-    (load_fn or (lambda m, f: load_trainable(m, f)))(model, workdir)
+    try:
+        (load_fn or (lambda m, f: load_trainable(m, f)))(model, workdir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; the finished checkpoint in {workdir} cannot be reused: delete the folder to retrain") from None
     return TrainResult(
         steps=int(state.get("steps", 0)),
         kinds=list(state.get("kinds", [])),

@@ -10,7 +10,7 @@ import torch
 
 from dualreal.engine.prompts import prompt_embeddings
 
-__all__ = ["TrainBatch", "BatchSource", "EncodedCase", "encode_case", "CaseBatchSource"]
+__all__ = ["TrainBatch", "BatchSource", "EncodedCase", "conform_clip", "encode_case", "CaseBatchSource"]
 
 
 @dataclass
@@ -60,7 +60,9 @@ class EncodedCase:
             (``None`` without an encoder).
         ref_embedding: ``(1, e)`` embedding of the case's reference image (``None`` without encoder).
         scaling_factor: the VAE's latent scaling factor.
-        num_frames: frames per training clip.
+        num_frames: frames per training clip (every clip has exactly this many).
+        frames_padded: per clip, how many of its ``num_frames`` frames repeat its last frame
+            (:func:`conform_clip`; 0 for a clip at least ``num_frames`` long).
     """
 
     identity_latents: list[torch.Tensor]
@@ -71,6 +73,41 @@ class EncodedCase:
     ref_embedding: torch.Tensor | None
     scaling_factor: float
     num_frames: int
+    frames_padded: list[int] = field(default_factory=list)
+
+
+def conform_clip(frames: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, int]:
+    """The training clip of ``frames``: its first ``num_frames`` frames; a shorter clip is padded
+    by repeating its last frame up to ``num_frames``.
+
+    The frames are consecutive frames of the source at its own frame rate (stride 1): the DualReal
+    release reads them so (``wenc-k/DualReal`` ``train/train_adapter.py`` lines 848–863: consecutive
+    indices from frame 0; its ``--fps`` is stored, line 724, and never used to resample). Padding
+    with the last frame is CogVideo's rule for clips shorter than the training length
+    (``THUDM/CogVideo`` ``sat/data_video.py`` lines 148–158, ``pad_last_frame``); the release
+    instead cut a short clip to its longest 4k+1 prefix (lines 872–879), and its collate
+    (``torch.cat``, line 1462) then fails on clips of unequal length — a shorter clip must not
+    shorten the others.
+
+    Args:
+        frames: ``(F, H, W, C)``, any dtype, ``F >= 2``.
+        num_frames: the training frame count (4k+1).
+
+    Returns:
+        ``(clip, padded)``: ``clip`` ``(num_frames, H, W, C)`` (a view when nothing is padded) and
+        the number of padded frames ``max(0, num_frames - F)``.
+
+    Raises:
+        ValueError: a clip of fewer than 2 frames — a single frame holds no motion, and padding it
+            would train the motion adapter on a still.
+    """
+    n = int(frames.shape[0])
+    if n < 2:
+        raise ValueError(f"a training clip needs at least 2 frames (one frame holds no motion), got {n}")
+    if n >= num_frames:
+        return frames[:num_frames], 0
+    pad = num_frames - n
+    return torch.cat([frames, frames[-1:].expand(pad, *frames.shape[1:])]), pad
 
 
 def _to_pixels(frames: torch.Tensor) -> torch.Tensor:
@@ -89,21 +126,24 @@ def encode_case(
     """Encode a :class:`~dualreal.engine.protocol.CaseData` once: VAE posteriors, prompt embeddings
     (through the engine's prompt cache, :mod:`dualreal.engine.prompts`) and reference-image embeddings.
 
-    Identity images become 1-frame videos. Motion clips are cut to their first ``num_frames``
-    frames (default: the backbone's; a shorter clip set uses the largest 4k+1 all clips have).
+    Identity images become 1-frame videos. Every motion clip trains on exactly ``num_frames``
+    frames (default: the backbone's): its first ones, a shorter clip padded with its last frame
+    (:func:`conform_clip`; ``frames_padded`` of the result says how many per clip).
 
     Raises:
-        ValueError: no data, frames not 4k+1, or a resolution the VAE × patch size cannot take.
+        ValueError: no data, frames not 4k+1, a motion clip of one frame, or a resolution the
+            VAE × patch size cannot take.
     """
     if not case.identity_images and not case.motion_clips:
         raise ValueError(f"case {case.name!r} has neither identity images nor motion clips")
     num_frames = int(num_frames or backbone.defaults["num_frames"])
     if (num_frames - 1) % 4:
         raise ValueError(f"num_frames must be 4k+1, got {num_frames}")
-    if case.motion_clips:
-        shortest = min(int(c.shape[0]) for c in case.motion_clips)
-        if shortest < num_frames:
-            num_frames = (shortest - 1) // 4 * 4 + 1
+    try:
+        conformed = [conform_clip(clip, num_frames) for clip in case.motion_clips]
+    except ValueError as exc:
+        raise ValueError(f"case {case.name!r}: {exc}") from None
+    clips = [clip for clip, _ in conformed]
     vae = backbone.vae
     device = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
@@ -130,10 +170,10 @@ def encode_case(
     identity_prompts = per_item(case.identity_prompts, len(case.identity_images), "identity", f"{case.class_word} *")
     motion_prompts = per_item(case.motion_prompts, len(case.motion_clips), "motion")
     identity_latents = [posterior(img.unsqueeze(0)) for img in case.identity_images]
-    motion_latents = [posterior(clip[:num_frames]) for clip in case.motion_clips]
+    motion_latents = [posterior(clip) for clip in clips]
     frame_embeds = ref = None
     if image_encoder is not None:
-        frame_embeds = [image_encoder.encode(clip[:num_frames]) for clip in case.motion_clips]
+        frame_embeds = [image_encoder.encode(clip) for clip in clips]
         ref = image_encoder.encode(case.ref_image.unsqueeze(0))
     return EncodedCase(
         identity_latents=identity_latents,
@@ -144,6 +184,7 @@ def encode_case(
         ref_embedding=ref,
         scaling_factor=float(vae.config.scaling_factor),
         num_frames=num_frames,
+        frames_padded=[pad for _, pad in conformed],
     )
 
 
