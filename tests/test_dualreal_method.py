@@ -91,7 +91,7 @@ def test_load_dualreal_into_a_fresh_model_and_pipeline_options(tiny_backbone, fi
     zeros = pipe(PROMPT, ref_embedding=method.ref_embedding, num_frames=9, height=64, width=96,
                  num_inference_steps=2, seed=42, uncond_condition="zeros")
     assert not torch.equal(zeros.frames, video.frames)
-    with pytest.raises(ValueError, match="num_frames must be 4k\\+1"):
+    with pytest.raises(ValueError, match="does not generate 8 frames exactly \\(not 4k\\+1"):
         pipe(PROMPT, num_frames=8, height=64, width=96)
     with pytest.raises(ValueError, match="ref_image needs an image_encoder"):
         pipe(PROMPT, ref_image=torch.zeros(64, 96, 3, dtype=torch.uint8), num_frames=9, height=64, width=96)
