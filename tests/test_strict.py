@@ -6,7 +6,7 @@ every baseline and the LoRA files, on a fresh fit and on the reuse of a finished
 ``failed`` record of that case in ``dualbench run`` while the other cases complete.
 
 Training clips: the first N frames at the source frame rate, a shorter clip padded with its last
-frame up to N (docs/METHOD.md, "Training clips"); the padding is recorded per clip.
+frame up to N (docs/METHOD.md, §3.2); the padding is recorded per clip.
 """
 
 from __future__ import annotations
