@@ -62,8 +62,11 @@ def _fail(msg: str, code: int = 2) -> None:
 def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
     if text is None:
         return None
+    items = [x.strip() for x in text.split(",")]
     try:
-        return [int(x) for x in text.replace(",", " ").split()]
+        if "" in items:
+            raise ValueError("an empty item")
+        return [int(x) for x in items]
     except ValueError:
         _fail(f"--{what} takes integers separated by commas, got {text!r}")
 
@@ -814,6 +817,7 @@ def validate(
     from benchmark.data import load_identity, load_motion
     from benchmark.grid import load_grid
     from benchmark.media import MediaError, read_image, read_video
+    from dualreal.engine.trainer.data import MIN_CLIP_FRAMES
 
     try:
         cases = load_grid(grid, data_root)
@@ -830,7 +834,7 @@ def validate(
                     read_image(p)
                     n_files += 1
                 for p in motion.clips:
-                    read_video(p, min_frames=5)
+                    read_video(p, min_frames=MIN_CLIP_FRAMES)  # shorter ones are padded (docs/METHOD.md §3.2)
                     n_files += 1
         except (MediaError, ValueError, OSError) as exc:
             problems += 1

@@ -214,6 +214,9 @@ def _check_prompts(value: Any, where: str) -> list[str]:
     for i, p in enumerate(value, start=1):
         if not isinstance(p, str) or not p.strip():
             raise DataError(f"{where}: prompt {i} is empty or not a string ({p!r})")
+        if p.strip() in out:
+            raise DataError(f"{where}: prompt {i} repeats prompt {out.index(p.strip()) + 1} ({p.strip()!r}): "
+                            "the same video would be made twice (use seeds for more samples)")
         out.append(p.strip())
     return out
 

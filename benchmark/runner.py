@@ -62,6 +62,7 @@ __all__ = [
     "shard_of",
     "text_encoder_cut_note",
     "check_method_options",
+    "check_device",
     "check_request",
     "CheckedRequest",
     "peak_memory",
@@ -331,6 +332,28 @@ def _rank_world() -> tuple[int, int]:
     return rank, world
 
 
+def check_device(device: str) -> None:
+    """Refuse a device torch cannot parse or does not have, before any model loads.
+
+    Raises:
+        ValueError: an unparsable name (``tpu``, ``cuda:x``), ``cuda`` with no GPU visible to torch,
+            a GPU index beyond the visible ones, or ``mps`` where it is unavailable.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"--device {device!r}: not a torch device name (cpu, cuda, cuda:N, mps): "
+                         f"{str(exc).splitlines()[0]}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: torch sees no GPU here (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {device}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
 def _device_for_rank(device: str) -> str:
     """``cuda`` under a multi-process launch means this process's own GPU (``LOCAL_RANK``)."""
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -530,6 +553,7 @@ def check_request(cfg: RunConfig) -> CheckedRequest:
             raise ValueError(f"{label} must be >= 1, got {value}")
     if not (math.isfinite(cfg.fps) and cfg.fps > 0):
         raise ValueError(f"--fps must be > 0, got {cfg.fps}")
+    check_device(_device_for_rank(cfg.device))
     if not (math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0):
         raise ValueError(f"--guidance must be a finite number >= 0, got {cfg.guidance_scale}")
     schedulers = (*SUPPORTED_SCHEDULERS, SCHEDULER_AS_CONFIGURED)

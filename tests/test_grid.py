@@ -198,6 +198,8 @@ templates:
          r"grid\.yaml: case 1: prompts must be a non-empty list"),
         ("cases:\n  - identity: identities/dog\n    motion: motions/walking\n    prompts: ['  ']\n",
          r"grid\.yaml: case 1: prompt 1 is empty"),
+        ("cases:\n  - identity: identities/dog\n    motion: motions/walking\n    prompts: ['dog * runs', ' dog * runs']\n",
+         r"grid\.yaml: case 1: prompt 2 repeats prompt 1 \('dog \* runs'\): the same video would be made twice"),
         ("cases:\n  - identity: identities/dog\n    motion: motions/walking\n",
          r"grid\.yaml: case 1: missing 'prompts' \(and .*eval_prompts\.txt does not exist\)"),
         ("cases:\n  - identity: identities/dog\n    motion: motions/walking\n    prompts: [x]\n    ref_image: nope.png\n",
@@ -419,3 +421,21 @@ def test_preservation_clips_come_from_other_motions_deterministically(tmp_path, 
     assert decode_case(case, num_frames=5, height=16, width=16).data.preservation_source == ""  # not asked for
     everything = decode_case(case, num_frames=5, height=16, width=16, preservation=10).data
     assert len(everything.preservation_clips) == 3  # the whole pool
+
+
+def test_validate_decode_applies_the_training_clip_rule(tmp_path, make_identity, make_motion):
+    """``validate --decode`` accepts what ``run`` trains on (a 3-frame clip is padded, docs/METHOD.md
+    §3.2) and refuses what it refuses (a 1-frame clip), naming the file."""
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    make_identity("dog", n=1)
+    short, single = make_motion("short", n=1, frames=3), make_motion("single", n=1, frames=1)
+    for name, folder in (("short", short), ("single", single)):
+        grid = _write(tmp_path / f"{name}.yaml", f"cases:\n  - {{identity: identities/dog, motion: '{folder}', prompts: ['dog * runs']}}\n")
+        result = CliRunner().invoke(app, ["validate", "--grid", str(grid), "--decode"])
+        if name == "short":
+            assert result.exit_code == 0 and "0 problem(s)" in result.output, result.output
+        else:
+            assert result.exit_code == 1 and "clip_0.mp4: 1 frame(s), need at least 2" in result.output, result.output

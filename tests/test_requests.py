@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -227,3 +228,35 @@ def test_the_named_class_is_used_and_recorded_with_its_config_hash():
     assert swapped.scheduler.config.prediction_type == "v_prediction" and swapped.scheduler.config.snr_shift_scale == 1.0
     with pytest.raises(BackboneError, match="'EulerDiscreteScheduler' was asked for"):
         load_backbone("tiny", scheduler="EulerDiscreteScheduler")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "--device 'tpu': not a torch device name"),
+    ("cuda:x", "--device 'cuda:x': not a torch device name"),
+])
+def test_an_unknown_device_is_refused_in_one_line(device, message):
+    from benchmark.runner import check_device
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_device(device)
+    check_device("cpu")
+
+
+def test_a_gpu_the_machine_does_not_have_is_refused(monkeypatch):
+    from benchmark.runner import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="torch sees no GPU here"):
+        check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    with pytest.raises(ValueError, match=re.escape("torch sees 2 GPU(s), cuda:0 to cuda:1")):
+        check_device("cuda:2")
+
+
+@pytest.mark.parametrize("seeds", ["1,,2", "1,", ",3"])
+def test_an_empty_seed_is_refused_not_dropped(seeds):
+    result = CliRunner().invoke(app, ["run", "--seeds", seeds, "--out", "/nonexistent/never-made"])
+    assert result.exit_code == 2, result.output
+    assert f"--seeds takes integers separated by commas, got {seeds!r}" in result.output

@@ -77,7 +77,15 @@ from dualreal.engine.trainer.checkpoint import (
     save_trainable,
     write_checkpoint,
 )
-from dualreal.engine.trainer.data import BatchSource, CaseBatchSource, EncodedCase, TrainBatch, conform_clip, encode_case
+from dualreal.engine.trainer.data import (
+    MIN_CLIP_FRAMES,
+    BatchSource,
+    CaseBatchSource,
+    EncodedCase,
+    TrainBatch,
+    conform_clip,
+    encode_case,
+)
 from dualreal.engine.trainer.loop import (
     MaskUnsupportedError,
     StepContext,
@@ -99,6 +107,7 @@ __all__ = [
     "CaseBatchSource",
     "encode_case",
     "conform_clip",
+    "MIN_CLIP_FRAMES",
     "train",
     "v_prediction_loss",
     "rotary_embeddings",

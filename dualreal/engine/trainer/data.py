@@ -10,7 +10,10 @@ import torch
 
 from dualreal.engine.prompts import prompt_embeddings
 
-__all__ = ["TrainBatch", "BatchSource", "EncodedCase", "conform_clip", "encode_case", "CaseBatchSource"]
+__all__ = ["TrainBatch", "BatchSource", "EncodedCase", "MIN_CLIP_FRAMES", "conform_clip", "encode_case", "CaseBatchSource"]
+
+#: Fewest frames a training clip may have (:func:`conform_clip`): a single frame holds no motion.
+MIN_CLIP_FRAMES = 2
 
 
 @dataclass
@@ -102,8 +105,8 @@ def conform_clip(frames: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, i
             would train the motion adapter on a still.
     """
     n = int(frames.shape[0])
-    if n < 2:
-        raise ValueError(f"a training clip needs at least 2 frames (one frame holds no motion), got {n}")
+    if n < MIN_CLIP_FRAMES:
+        raise ValueError(f"a training clip needs at least {MIN_CLIP_FRAMES} frames (one frame holds no motion), got {n}")
     if n >= num_frames:
         return frames[:num_frames], 0
     pad = num_frames - n
