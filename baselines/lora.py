@@ -58,8 +58,10 @@ LoRAs were trained on ``"<class> *"``). LoRA weights are initialised with peft's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -116,6 +118,15 @@ def lora_config(rank: int, alpha: float, target_modules: Sequence[str] = TARGET_
     return LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=list(target_modules), init_lora_weights=True)
 
 
+@contextlib.contextmanager
+def _second_adapter_intended():
+    """Silence peft's "Already found a `peft_config` attribute" warning: the identity and motion
+    LoRAs are two adapters on one transformer by design (``peft/tuners/tuners_utils.py``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+        yield
+
+
 def add_lora(
     transformer: Any,
     adapter_name: str,
@@ -145,7 +156,7 @@ def add_lora(
             (casting it would rewrite a weight the copy shares with the backbone).
     """
     config = lora_config(rank, alpha, target_modules)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _second_adapter_intended():
         torch.manual_seed(seed)
         transformer.add_adapter(config, adapter_name=adapter_name)
     transformer.set_adapters([adapter_name])
@@ -373,7 +384,9 @@ def load_lora_pipeline(backbone: Any, adapters: Mapping[str, str | Path], weight
     names = list(adapters)
     for name in names:
         read_lora(adapters[name], backbone.transformer)  # strict: the whole LoRA or one error naming file and keys
-        pipe.load_lora_weights(str(adapters[name]), weight_name=LORA_WEIGHT_NAME, adapter_name=name, use_safetensors=True)
+        with _second_adapter_intended():
+            pipe.load_lora_weights(str(adapters[name]), weight_name=LORA_WEIGHT_NAME, adapter_name=name,
+                                   use_safetensors=True)
     pipe.set_adapters(names, [float(weights[n]) for n in names])
     return pipe
 

@@ -840,7 +840,7 @@ def validate(
             problems += 1
             console.print(f"[red]✗[/red] {case.name}: {exc}", highlight=False, soft_wrap=True)
     n_prompts = sum(len(c.prompts) for c in cases)
-    typer.echo(f"{len(cases)} cases, {n_prompts} prompts" + (f", {n_files} files decoded" if decode else "") + f", {problems} problem(s)")
+    typer.echo(f"{len(cases)} case{'s' * (len(cases) != 1)}, {n_prompts} prompt{'s' * (n_prompts != 1)}" + (f", {n_files} files decoded" if decode else "") + f", {problems} problem(s)")
     if problems:
         raise typer.Exit(1)
 

@@ -162,7 +162,8 @@ def test_full_size_preset_on_the_cpu_is_refused_in_under_30_seconds(tmp_path):
     text = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 2, text
     assert "Traceback" not in text
-    assert "refusing to build cogvideox-5b-random in float32 needs" in text and "GiB for its weights alone" in text
+    assert "refusing to build cogvideox-5b-random: a full-size random preset is not built on the CPU" in text
+    assert "cogvideox-5b-random in float32 needs" in text and "GiB for its weights alone" in text and "--allow-large" in text
     assert "--allow-large" in text
     assert seconds < 30, f"refused after {seconds:.1f} s"
     assert not list((tmp_path / "runs").rglob("*.json"))  # no record: nothing was run

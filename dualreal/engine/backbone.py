@@ -1040,9 +1040,9 @@ def _check_plan(plan: MemoryPlan) -> None:
     else:
         return
     raise BackboneError(
-        f"refusing to build {plan.describe()}: {why}. Pass allow_large=True (CLI: --allow-large) to build it "
-        f"anyway, use a GPU (--device cuda), plan without building (backbone_memory_plan), or use --backbone tiny "
-        "for a CPU smoke run."
+        f"refusing to build {plan.source}: {why}. {plan.describe()}. Use a GPU (--device cuda), --backbone tiny "
+        "for a CPU smoke run, or --allow-large to build it anyway (Python: load_backbone(..., allow_large=True); "
+        "backbone_memory_plan(...) gives these figures without building anything)."
     )
 
 
