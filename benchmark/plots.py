@@ -194,8 +194,12 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def plot_controller_traces(runs: Path, out_dir: Path) -> list[Path]:
+def plot_controller_traces(runs: Path, out_dir: Path, *, random_methods: frozenset[str] = frozenset()) -> list[Path]:
     """``controller_<method>.png/.svg`` per method with traces: w_id per group vs denoising step.
+
+    Args:
+        random_methods: methods whose records were computed with random weights: their titles carry
+            ``†`` and the random-weights note.
 
     Returns the written files (empty when no method saved a trace).
     """
@@ -215,8 +219,11 @@ def plot_controller_traces(runs: Path, out_dir: Path) -> list[Path]:
         t0, t1 = tr.timesteps[0], tr.timesteps[-1]
         ax.set_xlabel(f"denoising step (1 = noisiest; t = {t0:g} → {t1:g})")
         ax.set_ylabel("identity weight w_id")
-        ax.set_title(f"{method}: StageBlender identity weight per block group "
+        mark = f" {RANDOM_MARK}" if method in random_methods else ""
+        ax.set_title(f"{method}{mark}: StageBlender identity weight per block group "
                      f"(mean over {tr.videos} video{'s' if tr.videos != 1 else ''})", fontsize=10)
+        if mark:
+            fig.suptitle(RANDOM_NOTE, fontsize=9)
         ax.grid(alpha=0.3)
         if groups <= 8:
             ax.legend(title="block group (1 = shallowest)", fontsize=8, title_fontsize=8, loc="best")
@@ -372,11 +379,13 @@ def dd_by_motion(records: pd.DataFrame, metric: str = "dynamic_degree") -> pd.Da
 
 def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, metric: str = "dynamic_degree", stem: str = "dd_vs_ref") -> list[Path]:
     """Grouped bars per motion: the reference clips' value of ``metric`` (grey, hatched) and each
-    method's mean (:func:`dd_by_motion`)."""
+    method's mean (:func:`dd_by_motion`); methods computed with random weights carry ``†`` in the
+    legend and the figure the random-weights note."""
     table = dd_by_motion(records, metric)
     if table.empty:
         return []
     info = METRICS[metric]
+    random = _random_methods(records)
     motions, series = list(table.index), list(table.columns)
     width = 0.8 / len(series)
     fig = _figure(max(7.0, 0.35 * len(motions) * len(series) + 2), 4.2)
@@ -386,13 +395,23 @@ def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, metric: str = "dynam
         vals = table[name].to_numpy(dtype=float)
         kw = dict(color="0.75", hatch="..", edgecolor="0.3") if name == "reference" else \
             dict(color=matplotlib.colormaps["tab10"]((i - 1) % 10), edgecolor="black")
-        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(vals), width, label=name, lw=0.5, **kw)
+        label = f"{name} {RANDOM_MARK}" if name in random else name
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(vals), width, label=label, lw=0.5, **kw)
     ax.set_xticks(x, motions, rotation=30 if len(motions) > 3 else 0, ha="right" if len(motions) > 3 else "center")
     ax.set_ylabel(f"{info.label} ({info.unit})")
     ax.set_title(f"{info.label} per motion: reference clips vs generated videos", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     ax.grid(axis="y", alpha=0.3)
+    if random:
+        fig.suptitle(RANDOM_NOTE, fontsize=9)
     return _save(fig, out_dir, stem)
+
+
+def _random_methods(records: pd.DataFrame) -> frozenset[str]:
+    """Methods with any record computed with random weights (``random_weights`` true)."""
+    if records.empty or "random_weights" not in records or "method" not in records:
+        return frozenset()
+    return frozenset(records.loc[records["random_weights"].fillna(False).astype(bool), "method"].unique())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -410,5 +429,5 @@ def make_plots(runs: Path, out_dir: Path, *, records: pd.DataFrame | None = None
     return {
         "metrics": plot_metric_bars(agg, out_dir) if not agg.empty else [],
         "dd_vs_ref": plot_dd_vs_ref(records, out_dir),
-        "controller": plot_controller_traces(runs, out_dir),
+        "controller": plot_controller_traces(runs, out_dir, random_methods=_random_methods(records)),
     }

@@ -194,3 +194,19 @@ def test_trace_with_guidance_branches_uses_the_conditional_one(tmp_path):
     path.write_text(json.dumps({"controller_trace": trace}))
     with pytest.raises(ValueError, match="one list per branch"):
         read_controller_trace(path)
+
+
+def test_random_weights_are_marked_in_dd_and_controller_plots(tmp_path):
+    """Every figure with a random-weights method says so: ``†`` beside its name and the note."""
+    from benchmark.tables import RANDOM_NOTE
+
+    records = _records(tmp_path)  # cogvideox random, dualreal not
+    svg = next(f for f in plot_dd_vs_ref(records, tmp_path / "plots") if f.suffix == ".svg").read_text(encoding="utf-8")
+    assert "cogvideox †" in svg and "dualreal †" not in svg and RANDOM_NOTE in svg
+    runs = tmp_path / "traces"
+    write_trace(runs, "dualreal", "dog__Biking", "p000_s42", [[0.1] * 7 for _ in range(4)])
+    for random_methods, marked in ((frozenset({"dualreal"}), True), (frozenset(), False)):
+        out = tmp_path / f"controller-{marked}"
+        text = (out / "controller_dualreal.svg").read_text(encoding="utf-8") if plot_controller_traces(
+            runs, out, random_methods=random_methods) else ""
+        assert ("dualreal †" in text and RANDOM_NOTE in text) is marked
