@@ -177,7 +177,8 @@ def find_weights(spec: EncoderSpec, weights_dir: str | os.PathLike | None = None
             return path
     raise EncoderWeightsError(
         f"no weights for {spec.name} ({spec.description}): put {spec.weights[0]} under --weights-dir "
-        f"(get it from {spec.source}); looked in: {'; '.join(looked) or 'nowhere (no weights_dir given)'}"
+        f"(get it from {spec.source}); looked in: {'; '.join(looked) or 'nowhere (no weights_dir given)'}. "
+        "To try the pipeline without weights: --random-weights (the numbers are then meaningless)"
     )
 
 
