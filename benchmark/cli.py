@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -74,6 +75,99 @@ def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
 def _stdout() -> Console:
     """The console for results: piped output is not squeezed to 80 columns."""
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _note(msg: str) -> None:
+    """One ``note:`` line on stderr (``msg`` printed as is, never read as rich markup)."""
+    console.print(f"[yellow]note:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+
+
+class PlainProgress:
+    """What ``run``, ``score`` and ``eval`` report on when stderr is not a terminal (a pipe, a log
+    file, ``timeout … | cat``): rich draws its bars there only when they stop, so a long run would
+    print nothing for many minutes. This takes the calls of ``rich.progress.Progress`` the runner
+    and the trainer make and prints one plain line per phase instead:
+
+    - ``add_task``: ``dualreal: 4 videos (1 already done)``, ``dualreal-identity: 200 steps``
+      (the ``unit`` field of the task, as rich's ``**fields``);
+    - ``update`` with a new description (``status``): ``dualreal · cat: decoding``;
+    - ``update`` that advances (training steps): ``… · loss 0.1234 (40/200 steps)``, at most once per
+      :attr:`STEP_EVERY` seconds;
+    - ``advance`` (a video recorded, ok or failed): ``dualreal · cat p0 seed 42: 12.3 s; 2/4 videos``,
+      the seconds since that description was set;
+    - ``remove_task`` (training done): ``dualreal-identity: 200/200 steps in 55.2 s``.
+
+    Args:
+        console: where the lines go (the CLI's stderr console); ``log`` lines go there too.
+    """
+
+    #: Seconds between two lines of one task's step updates.
+    STEP_EVERY = 30.0
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _count(self, t: dict) -> str:
+        return f"{t['completed']:g}/{t['total']:g} {t['unit']}".rstrip() if t["total"] else ""
+
+    def add_task(self, description: str, *, total: float | None = None, completed: float = 0, unit: str = "",
+                 **_fields) -> int:
+        now = time.perf_counter()
+        task = len(self._tasks)
+        self._tasks[task] = {"name": description, "description": description, "total": total,
+                             "completed": completed, "unit": unit, "start": now, "since": now, "printed": now}
+        line = f"{total:g} {unit}".rstrip() if total else ""
+        line += f" ({completed:g} already done)" if completed else ""
+        self._print(f"{description}: {line}" if description and line else description or line)
+        return task
+
+    def update(self, task: int, *, description: str | None = None, advance: float | None = None,
+               completed: float | None = None, **_fields) -> None:
+        t, now = self._tasks[task], time.perf_counter()
+        if completed is not None:
+            t["completed"] = completed
+        if advance:
+            t["completed"] += advance
+        new = description is not None and description != t["description"]
+        if description is not None:
+            t["description"] = description
+        if advance:  # a step: rate-limited
+            if now - t["printed"] >= self.STEP_EVERY:
+                self._print(f"{t['description']} ({self._count(t)})")
+                t["printed"] = now
+        elif new:
+            self._print(f"{description} ({self._count(t)})" if completed is not None else description)
+            t["since"] = t["printed"] = now
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        t, now = self._tasks[task], time.perf_counter()
+        t["completed"] += advance
+        self._print(f"{t['description']}: {now - t['since']:.1f} s; {self._count(t)}")
+        t["since"] = t["printed"] = now
+
+    def remove_task(self, task: int) -> None:
+        t = self._tasks[task]
+        self._print(f"{t['name']}: {self._count(t)} in {time.perf_counter() - t['start']:.1f} s")
+
+
+def _progress(*columns, transient: bool = False):
+    """The progress display of ``run``, ``score`` and ``eval`` on stderr: rich's bars on a terminal,
+    :class:`PlainProgress` lines otherwise."""
+    from rich.progress import Progress
+
+    if console.is_terminal and not console.is_dumb_terminal:
+        return Progress(*columns, console=console, transient=transient)
+    return PlainProgress(Console(file=console.file, soft_wrap=True))  # log lines unwrapped too
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,7 +351,7 @@ def run(
 
       accelerate launch --num_processes 8 -m benchmark.cli run --method dualreal --grid dualreal50 --data-root DATA --backbone THUDM/CogVideoX-5b --device cuda
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from benchmark.runner import RunConfig, run as run_grid
     from dualreal.engine.backbone import BackboneError
@@ -278,7 +372,7 @@ def run(
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with _progress(*columns) as progress:
             summary = run_grid(cfg, progress=progress, log=progress.console.print)
     except BackboneError as exc:
         _fail(str(exc))
@@ -387,7 +481,7 @@ def eval_(
 
         dualbench eval benchmark/sample/motion/walking --random-weights --random-arch small
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from benchmark.encoders import EncoderWeightsError
     from benchmark.evaluate import collect_videos, evaluate_paths
@@ -397,9 +491,9 @@ def eval_(
     if out is not None and out.suffix.lower() not in OUTPUT_FORMATS:
         _fail(f"--out {out}: use one of {', '.join(OUTPUT_FORMATS)}")
     stdout = _stdout()
-    bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
-    task = bar.add_task("", total=len(collect_videos(videos)))
+    bar = _progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.description}"), transient=True)
+    task = bar.add_task("", total=len(collect_videos(videos)), unit="videos")
     started: list[Path] = []
 
     def on_video(path: Path) -> None:
@@ -542,7 +636,7 @@ def score(
 
       accelerate launch --num_processes 4 -m benchmark.cli score my_videos/ --method mine --grid dualreal50 --data-root DATA --device cuda
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from benchmark.external import ScoreConfig, score as score_videos
 
@@ -557,7 +651,7 @@ def score(
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with _progress(*columns) as progress:
             result = score_videos(cfg, progress=progress, log=progress.console.print)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
@@ -614,18 +708,18 @@ def render_rich(spec):
 
 
 def _load_runs(runs: Path, code: int = 1):
-    """The records of a runs folder, or a clear failure (exit ``code``)."""
-    from benchmark.store import load_records
+    """The readable records of a runs folder (unreadable ones skipped and listed in the frame's
+    attrs: :func:`benchmark.store.unreadable_note`), or a clear failure (exit ``code``) when there
+    is no readable record."""
+    from benchmark.store import load_records, unreadable_note
 
     if not runs.is_dir():
         _fail(f"no runs folder at {runs}; create one with `dualbench run --out {runs} ...`", code)
-    try:
-        records = load_records(runs)
-    except ValueError as exc:  # an unreadable record
-        _fail(str(exc), code)
+    records = load_records(runs)
     if records.empty:
-        _fail(f"no records under {runs} (expected {runs}/<method>/<case>/records/*.json); "
-              f"run `dualbench run --out {runs} ...` first", code)
+        skipped = unreadable_note(records)
+        _fail(f"no {'readable ' if skipped else ''}records under {runs} (expected {runs}/<method>/<case>/records/*.json"
+              f"{'; ' + skipped if skipped else ''}); run `dualbench run --out {runs} ...` first", code)
     return records
 
 
@@ -668,6 +762,7 @@ def table_(
 
         dualbench table --runs runs --format csv > table1.csv
     """
+    from benchmark.store import unreadable_note
     from benchmark.tables import aggregate, build_table, check_table_request, render_table
 
     fmt = TableFormat(format)
@@ -676,8 +771,12 @@ def table_(
         check_table_request(records, table)
     except ValueError as exc:
         _fail(f"{exc} (in {runs})", 1)
+    skipped = [n for n in [unreadable_note(records)] if n]  # a note under the table; CSV has none: stderr
+    if skipped and (fmt is TableFormat.csv or out is not None):
+        _note(skipped[0])
     if fmt is TableFormat.rich:
-        spec = build_table(aggregate(records, n_boot=n_boot, seed=seed), table=table, paper=paper, n_boot=n_boot, seed=seed)
+        spec = build_table(aggregate(records, n_boot=n_boot, seed=seed), table=table, paper=paper, n_boot=n_boot,
+                           seed=seed, extra_notes=skipped)
         if out is None:
             _stdout().print(render_rich(spec))
             return
@@ -685,7 +784,7 @@ def table_(
         buffer.print(render_rich(spec))
         text = buffer.file.getvalue()
     else:
-        text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed)
+        text = render_table(records, table=table, format=fmt, paper=paper, n_boot=n_boot, seed=seed, extra_notes=skipped)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -725,11 +824,9 @@ def report(
     from benchmark.report import build_report
 
     try:
-        index = build_report(runs, out, posters=posters)
+        index = build_report(runs, out, posters=posters, log=_note)
     except FileNotFoundError as exc:
         _fail(f"{exc}; run `dualbench run --out {runs} ...` first", 1)
-    except ValueError as exc:  # an unreadable record
-        _fail(str(exc), 1)
     typer.echo(f"wrote {index} — open it in a browser (file://{index.resolve()})")
 
 
@@ -748,8 +845,11 @@ def plots(
         dualbench plots --runs runs --out plots
     """
     from benchmark.plots import make_plots
+    from benchmark.store import unreadable_note
 
     records = _load_runs(Path(runs))
+    if unreadable_note(records):
+        _note(unreadable_note(records))
     try:
         made = make_plots(runs, out, records=records)
     except ValueError as exc:  # a malformed controller trace (names its file)

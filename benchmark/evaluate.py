@@ -165,6 +165,7 @@ def evaluate_paths(
         MediaError: an unusable reference motion clip.
         EncoderWeightsError: weights not found.
     """
+    # 1. Every input the user named, checked before any encoder loads (an error names every bad file)
     paths = collect_videos(videos)
     if not paths:
         raise ValueError(f"no video found in {', '.join(map(str, videos)) or 'nothing'}")
@@ -173,21 +174,28 @@ def evaluate_paths(
         prompt_map = prompts if isinstance(prompts, Mapping) else load_prompts(prompts)
     roots = [Path(v) for v in videos if Path(v).is_dir()]
     roots += [r / "videos" for r in roots if (r / "videos").is_dir()]
+    ref_images = None
+    if refs is not None:
+        ref_images = reference_images(refs) if isinstance(refs, (str, os.PathLike)) else list(refs)
+    motion_clips = None
+    if motion_refs is not None:
+        motion_clips = (load_motion(motion_refs).clips if isinstance(motion_refs, (str, os.PathLike))
+                        else [Path(p) for p in motion_refs])
 
+    # 2. The encoders, then the reference motion's dynamic degree
     if scorer is None:
         scorer = Scorer(
             metrics, weights_dir=weights_dir, random_weights=random_weights, device=device,
             dd_pad_multiple=dd_pad_multiple, cache_dir=cache_dir, random_arch=random_arch,
         )
-    ref_images = None
-    if refs is not None:
-        ref_images = reference_images(refs) if isinstance(refs, (str, os.PathLike)) else list(refs)
     dd_ref = None
-    if motion_refs is not None and "dynamic_degree" in scorer.metrics:
+    if motion_clips is not None and "dynamic_degree" in scorer.metrics:
         if isinstance(motion_refs, (str, os.PathLike)):
-            dd_ref = scorer.motion_reference_dd(load_motion(motion_refs).clips, motion=motion_refs)
+            dd_ref = scorer.motion_reference_dd(motion_clips, motion=motion_refs)
         else:
-            dd_ref = scorer.motion_reference_dd([Path(p) for p in motion_refs])
+            dd_ref = scorer.motion_reference_dd(motion_clips)
+
+    # 3. One row per video
 
     rows = []
     for path in paths:

@@ -49,7 +49,7 @@ from benchmark.runner import (
     case_references,
     hash_config,
     make_scorer,
-    read_record,
+    readable_record,
     run_jobs,
     select_cases,
 )
@@ -294,7 +294,7 @@ def check_external_name(name: str, out: Path) -> None:
         raise ValueError(f"{name!r} is the name of a method `dualbench run` runs ({spec.origin}: {spec.target}); "
                          f"name your videos' method differently, e.g. --method {name}-external")
     for path in sorted(Path(out, name).glob("*/records/*.json")):
-        rec = read_record(path)
+        rec = readable_record(path)
         if rec is not None and rec.get("provenance") != "external":
             raise ValueError(f"{path}: {out / name} holds records made by `dualbench run`; "
                              "score external videos under another method name or --out")
@@ -378,7 +378,7 @@ class _ExternalVideos:
         self.scorer: Scorer | None = None
 
     def is_done(self, case: Case, prompt_index: int, seed: int) -> bool:
-        rec = read_record(record_path(self.out, self.name, case.name, prompt_index, seed))
+        rec = readable_record(record_path(self.out, self.name, case.name, prompt_index, seed))
         if rec is None or rec.get("status") != "ok":
             return False
         try:

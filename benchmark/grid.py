@@ -578,13 +578,30 @@ class DecodedCase:
 def read_images(paths: list[Path]) -> list[torch.Tensor]:
     """Decode images with :func:`~benchmark.media.read_image`: uint8 ``(H, W, 3)`` each, native size.
 
+    Every image is tried before anything is refused, so one error names every bad file.
+
     Raises:
-        DataError: an unreadable image (the message names the file).
+        DataError: an unreadable image: its one line (``"<file>: empty file (0 bytes)"``); several
+            (or one of several): ``"<folder>: 2 unreadable images of 5: a.jpg (not a readable image
+            (…)), b.png (empty file (0 bytes))"``, names relative to their common folder.
     """
-    try:
-        return [read_image(p) for p in paths]
-    except MediaError as exc:
-        raise DataError(str(exc)) from None
+    images, bad = [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+        except MediaError as exc:
+            bad.append((Path(p), str(exc)))
+    if not bad:
+        return images
+    if len(paths) == 1:
+        raise DataError(bad[0][1])
+    folder = Path(os.path.commonpath([os.path.abspath(p) for p in paths]))
+    named = []
+    for p, msg in bad:
+        reason = msg.removeprefix(f"{p}: ")  # read_image's lines start with the file
+        named.append(f"{os.path.relpath(os.path.abspath(p), folder)} ({reason})")
+    raise DataError(f"{folder}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''} of {len(paths)}: "
+                    + ", ".join(named))
 
 
 def reference_images(identity: str | os.PathLike) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dualreal.engine.errors import cause_line
 from dualreal.engine.io import atomic_path
 
 __all__ = [
@@ -76,6 +77,18 @@ def _check_file(path: Path) -> None:
         raise MediaError(f"{path}: empty file (0 bytes)")
 
 
+def _cause(exc: BaseException, path: Path) -> str:
+    """The decoder's reason for refusing ``path``, one line (:func:`~dualreal.engine.errors.cause_line`),
+    without the file name the message already starts with: PIL's ``cannot identify image file
+    '<path>'`` becomes ``UnidentifiedImageError: cannot identify image file``, PyAV's
+    ``[Errno 1094995529] Invalid data found when processing input: '<path>'`` becomes
+    ``InvalidDataError: [Errno 1094995529] Invalid data found when processing input``."""
+    line = cause_line(exc)
+    for name in (repr(str(path)), f"'{path}'", str(path)):
+        line = line.replace(f": {name}", "").replace(f" {name}", "")
+    return line
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image as RGB uint8.
 
@@ -117,7 +130,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     except FileNotFoundError:
         raise MediaError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise MediaError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+        raise MediaError(f"{path}: not a readable image ({_cause(exc, path)})") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     if arr.size == 0:
@@ -190,7 +203,7 @@ def read_video(
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg raises many types; all mean "unreadable"
         if not frames:
-            raise MediaError(f"{path}: not a readable video ({exc.__class__.__name__})") from None
+            raise MediaError(f"{path}: not a readable video ({_cause(exc, path)})") from None
         # A truncated file: keep what decoded; the caller's min_frames decides.
     if len(frames) < min_frames:
         what = "no frames" if not frames else f"{len(frames)} frame(s)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import pandas as pd
 
 from benchmark.metrics import METRICS, table_metrics
 from benchmark.plots import make_plots
-from benchmark.store import load_records, video_path, video_stem
+from benchmark.store import load_records, unreadable_note, video_path, video_stem
 from benchmark.tables import RANDOM_NOTE, aggregate, build_table, render_html, table_rows
 from dualreal.engine.io import atomic_write_text
 
@@ -174,18 +175,26 @@ def _case_section(case: str, recs: pd.DataFrame, methods: list[str], runs: Path,
     return "\n".join(parts)
 
 
-def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, posters: bool = True) -> Path:
+def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, posters: bool = True,
+                 log: Callable[[str], None] | None = None) -> Path:
     """Write the report of ``runs`` into ``out`` and return the path of ``index.html``.
 
+    Record files that cannot be read (truncated, emptied) are skipped: the page says so under its
+    header and under every table (:func:`benchmark.store.unreadable_note`), and so does ``log``.
+
     Raises:
-        FileNotFoundError: ``runs`` is not a folder or holds no records.
+        FileNotFoundError: ``runs`` is not a folder or holds no readable record.
     """
     runs, out = Path(runs), Path(out)
     if not runs.is_dir():
         raise FileNotFoundError(f"no runs folder at {runs}")
     records = load_records(runs)
+    skipped = unreadable_note(records)
     if records.empty:
-        raise FileNotFoundError(f"no records under {runs} (expected {runs}/<method>/<case>/records/*.json)")
+        raise FileNotFoundError(f"no {'readable ' if skipped else ''}records under {runs} "
+                                f"(expected {runs}/<method>/<case>/records/*.json{'; ' + skipped if skipped else ''})")
+    if skipped and log is not None:
+        log(skipped)
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(records, n_boot=n_boot, seed=seed)
     agg.to_csv(out / "table1.csv", index=False)
@@ -201,14 +210,16 @@ def build_report(runs: Path, out: Path, *, n_boot: int = 1000, seed: int = 0, po
             + f" · {_n(len(methods), 'method')} · "
             f"{_n(records['case'].nunique(), 'case')} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
             f'<a href="table1.csv">table1.csv</a> · <a href="records.csv">records.csv</a></p>']
+    if skipped:
+        body.append(f'<p class="warning">{_e(skipped)}</p>')
     if agg["random_weights"].any():
         body.append(f'<p class="warning">{_e(RANDOM_NOTE)}: '
                     f"{_e(', '.join(agg.loc[agg['random_weights'], 'method']))}.</p>")
     body.append('<h2 id="tables">Tables</h2>')
     for t in (1, 2, 3):  # Table 1 always (as `dualbench table`); 2 and 3 when an ablation variant ran
         if t == 1 or any(m != "dualreal" for m, _ in table_rows(agg["method"], t)):
-            body.append('<div class="scroll">' + render_html(build_table(agg, table=t, paper=True, n_boot=n_boot,
-                                                                        seed=seed)) + "</div>")
+            body.append('<div class="scroll">' + render_html(build_table(agg, table=t, paper=True, n_boot=n_boot, seed=seed,
+                                                                        extra_notes=[skipped] if skipped else [])) + "</div>")
 
     body.append('<h2 id="plots">Plots</h2>')
     captions = {"metrics": "Metrics per method (95 % bootstrap interval over cases)",

@@ -42,7 +42,7 @@ from benchmark.grid import Case, DecodedCase, decode_case, filter_cases, load_gr
 from benchmark.media import DECODER, MediaError, degenerate_note, frames_sha256, write_video
 from benchmark.registry import all_specs, create_method, get_spec, load_method_class
 from benchmark.scorer import DEFAULT_DD_PAD_MULTIPLE, DEFAULT_RANDOM_ARCH, Scorer
-from benchmark.store import read_json, record_path, video_path, write_json, write_record
+from benchmark.store import RecordError, read_record, record_path, video_path, write_json, write_record
 from dualreal.engine.errors import NonFiniteError
 from dualreal.engine.protocol import GenerationSettings
 
@@ -57,7 +57,7 @@ __all__ = [
     "select_cases",
     "make_scorer",
     "case_references",
-    "read_record",
+    "readable_record",
     "hash_config",
     "shard_of",
     "text_encoder_cut_note",
@@ -280,6 +280,8 @@ class RunSummary:
             the holder.
         by_other: videos of those cases that the other process recorded ``ok`` while this one
             waited (neither ``done`` nor ``skipped``).
+        unreadable: record files found unreadable (truncated, emptied) and redone, one line each
+            (``"<path>: unreadable record (<cause>)"``).
     """
 
     done: int = 0
@@ -292,13 +294,14 @@ class RunSummary:
     degenerate: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
     by_other: int = 0
+    unreadable: list[str] = field(default_factory=list)
 
     def text(self, method: str, out: Path, *, done_word: str = "done", show_missing: bool = False,
              counts: tuple[str, ...] = (), detail: str = "") -> str:
         """The one-line summary, e.g. ``lora: 3 done, 1 already recorded, 2 recorded by another run
         while this one waited for 1 locked case(s), 0 failed, 1 degenerate (2 case(s)) → runs``.
 
-        The locked, missing and degenerate counts appear only when not zero (``show_missing``:
+        The locked, missing, degenerate and unreadable-record counts appear only when not zero (``show_missing``:
         always the missing one); ``counts`` are the caller's, after ``failed``; ``detail`` follows
         the case count in the brackets.
         """
@@ -311,6 +314,8 @@ class RunSummary:
         parts += [f"{self.failed} failed", *counts]
         if self.degenerate:
             parts.append(f"{len(self.degenerate)} degenerate")
+        if self.unreadable:
+            parts.append(f"{len(self.unreadable)} unreadable record(s) redone")
         return f"{method}: {', '.join(parts)} ({self.cases} case(s){'; ' + detail if detail else ''}) → {out}"
 
 
@@ -587,17 +592,17 @@ def hash_config(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``, or None when it is missing or corrupt (then the video is redone)."""
+def readable_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path`` (:func:`benchmark.store.read_record`), or None when it is missing or
+    unreadable: then the video is redone, and :func:`run_jobs` says so."""
     try:
-        rec = read_json(path)
-    except (OSError, ValueError):
+        return read_record(path)
+    except RecordError:
         return None
-    return rec if isinstance(rec, dict) else None
 
 
 def _is_done(path: Path) -> bool:
-    rec = read_record(path)
+    rec = readable_record(path)
     return rec is not None and rec.get("status") == "ok"
 
 
@@ -732,7 +737,7 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
         return summary
 
     producer.setup()
-    task = progress.add_task(f"{method}", total=total, completed=summary.skipped) if progress else None
+    task = progress.add_task(f"{method}", total=total, completed=summary.skipped, unit="videos") if progress else None
 
     def status(text: str) -> None:
         if progress is not None:
@@ -764,6 +769,12 @@ def run_jobs(cases: list[Case], *, out: Path, method: str, producer: VideoProduc
         jobs = [VideoJob(method=method, case=case, prompt_index=i, prompt=prompt, seed=seed,
                          config_hash=producer.config_hash, provenance=producer.provenance)
                 for i, prompt, seed in todo]
+        for job in jobs:  # a record the producer could not read is overwritten: say so first
+            try:
+                read_record(record_path(out, method, case.name, job.prompt_index, job.seed))
+            except RecordError as exc:
+                log(f"{exc}, redoing")
+                summary.unreadable.append(str(exc))
         try:
             fit_seconds = producer.open_case(case, status)
         except (MediaError, ValueError, OSError, NonFiniteError) as exc:

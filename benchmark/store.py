@@ -16,10 +16,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
+from dualreal.engine.errors import cause_line
 from dualreal.engine.io import atomic_path, atomic_write_text
 from benchmark.metrics import metric_columns
 
@@ -32,8 +33,12 @@ __all__ = [
     "write_json",
     "read_json",
     "write_record",
-    "iter_records",
+    "RecordError",
+    "read_record",
+    "scan_records",
     "load_records",
+    "UNREADABLE_ATTR",
+    "unreadable_note",
     "export_records",
     "output_format",
 ]
@@ -86,30 +91,83 @@ def write_record(runs: Path, record: dict[str, Any]) -> Path:
     return write_json(path, record)
 
 
-def iter_records(runs: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record under ``runs`` (unreadable files are reported, not silently dropped)."""
-    runs = Path(runs)
-    for path in sorted(runs.glob("*/*/records/*.json")):
+class RecordError(ValueError):
+    """A record file that cannot be read as a record: not JSON (truncated, emptied), not a JSON
+    object, or not readable. The message is one line, ``"<path>: unreadable record (<cause>)"``;
+    ``path`` and ``cause`` are kept as attributes."""
+
+    def __init__(self, path: Path, cause: str):
+        super().__init__(f"{path}: unreadable record ({cause})")
+        self.path, self.cause = Path(path), cause
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``; ``None`` when there is no file there.
+
+    The one reader of record files: ``table``, ``report`` and ``plots`` skip and name a record it
+    refuses (:func:`scan_records`), ``run`` and ``score`` redo its video and say so.
+
+    Raises:
+        RecordError: the file exists but is not a JSON object (a truncated or 0-byte file, a list,
+            a folder), with the cause (:func:`dualreal.engine.errors.cause_line`).
+    """
+    path = Path(path)
+    try:
+        rec = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        cause = "empty file (0 bytes)" if path.is_file() and path.stat().st_size == 0 else cause_line(exc)
+        raise RecordError(path, cause) from None
+    if not isinstance(rec, dict):
+        raise RecordError(path, f"a JSON {type(rec).__name__}, not an object")
+    return rec
+
+
+def scan_records(runs: Path) -> tuple[list[dict[str, Any]], list[RecordError]]:
+    """Every record file under ``runs`` (``<method>/<case>/records/*.json``), sorted by path.
+
+    Returns:
+        ``(records, unreadable)``: the readable records, and one :class:`RecordError` per file
+        :func:`read_record` refuses (skipped, never silently: callers name them).
+    """
+    records, unreadable = [], []
+    for path in sorted(Path(runs).glob("*/*/records/*.json")):
         try:
-            yield read_json(path)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: unreadable record ({exc})") from None
+            rec = read_record(path)
+        except RecordError as exc:
+            unreadable.append(exc)
+            continue
+        if rec is not None:  # None: removed since the glob
+            records.append(rec)
+    return records, unreadable
+
+
+#: Where :func:`load_records` keeps the records it skipped (``DataFrame.attrs``): ``(path, cause)``
+#: pairs of strings.
+UNREADABLE_ATTR = "unreadable_records"
+#: Skipped records named in :func:`unreadable_note`; the rest are counted.
+_NAMED = 10
 
 
 def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
-    """All records under ``runs`` as a DataFrame (one row per video); every metric column of the
-    metric table (:func:`benchmark.metrics.metric_columns`) is present and numeric.
+    """All readable records under ``runs`` as a DataFrame (one row per video); every metric column
+    of the metric table (:func:`benchmark.metrics.metric_columns`) is present and numeric.
+
+    A record file that cannot be read (:func:`read_record`: truncated, emptied) is skipped, and
+    listed in ``df.attrs["unreadable_records"]`` (:data:`UNREADABLE_ATTR`) for the caller to name
+    (:func:`unreadable_note`): one bad file does not hide the others.
 
     Args:
         runs: a runs folder (``--out`` of ``dualbench run``).
         status: keep only rows of this status, one of :data:`RECORD_STATUSES` (default: all).
 
     Raises:
-        ValueError: an unreadable record; an unknown ``status``.
+        ValueError: an unknown ``status``.
     """
     if status is not None and status not in RECORD_STATUSES:
         raise ValueError(f"status must be one of {', '.join(RECORD_STATUSES)}, got {status!r}")
-    rows = list(iter_records(runs))
+    rows, unreadable = scan_records(runs)
     df = pd.DataFrame(rows)
     metrics = metric_columns()
     for col in ["method", "case", "prompt", "seed", "status", *metrics]:
@@ -119,7 +177,20 @@ def load_records(runs: Path, *, status: str | None = None) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     if status is not None and len(df):
         df = df[df["status"] == status]
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs[UNREADABLE_ATTR] = [(str(exc.path), exc.cause) for exc in unreadable]
+    return df
+
+
+def unreadable_note(records: pd.DataFrame) -> str:
+    """``"1 unreadable record skipped: <path> (<cause>)"`` for the records :func:`load_records`
+    skipped (the first 10 named, the rest counted); ``""`` when none was."""
+    lines = [f"{path} ({cause})" for path, cause in records.attrs.get(UNREADABLE_ATTR, [])]
+    if not lines:
+        return ""
+    more = f"; … {len(lines) - _NAMED} more" if len(lines) > _NAMED else ""
+    return (f"{len(lines)} unreadable record{'s' if len(lines) != 1 else ''} skipped: "
+            + "; ".join(lines[:_NAMED]) + more)
 
 
 def output_format(out: str | os.PathLike, formats: tuple[str, ...] = OUTPUT_FORMATS, what: str = "format") -> str:

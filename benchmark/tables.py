@@ -572,8 +572,10 @@ def _reference_and_flag_notes(rows: pd.DataFrame) -> list[str]:
 
 
 def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boot: int = 1000,
-                seed: int = 0) -> TableSpec:
-    """Table ``table`` from :func:`aggregate`'s output (only that table's methods), plus the paper's rows."""
+                seed: int = 0, extra_notes: Sequence[str] = ()) -> TableSpec:
+    """Table ``table`` from :func:`aggregate`'s output (only that table's methods), plus the paper's
+    rows; ``extra_notes`` are the caller's lines under the table, after the table's own (e.g. the
+    records skipped as unreadable, :func:`benchmark.store.unreadable_note`)."""
     metrics = table_metrics(table)
     headers = [METRICS[m].label + (" (Δ)" if METRICS[m].deviation else "") for m in metrics]
     chosen = table_rows(agg["method"], table)
@@ -624,6 +626,7 @@ def build_table(agg: pd.DataFrame, *, table: int = 1, paper: bool = False, n_boo
     notes += _reference_and_flag_notes(ours)
     if any(r.random_weights for g in groups for r in g.rows):
         notes.append(RANDOM_NOTE)
+    notes += extra_notes
     return TableSpec(title=title, label_headers=label_headers, metric_headers=headers,
                      metric_arrows=[_arrow(m) for m in metrics], groups=groups, notes=notes)
 
@@ -756,13 +759,14 @@ def render(spec: TableSpec, format: TableFormat | str) -> str:
 
 
 def render_table(records: pd.DataFrame, *, table: int = 1, format: TableFormat | str = "markdown",
-                 paper: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
-    """Records → aggregated Table ``table`` as text in ``format`` (markdown, latex, csv, html)."""
+                 paper: bool = False, n_boot: int = 1000, seed: int = 0, extra_notes: Sequence[str] = ()) -> str:
+    """Records → aggregated Table ``table`` as text in ``format`` (markdown, latex, csv, html);
+    ``extra_notes``: the caller's lines under it (:func:`build_table`; CSV has no notes)."""
     fmt = TableFormat(format)
     agg = aggregate(records, n_boot=n_boot, seed=seed)
     if fmt is TableFormat.csv:
         return _csv(agg, table, paper)
-    return render(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed), fmt)
+    return render(build_table(agg, table=table, paper=paper, n_boot=n_boot, seed=seed, extra_notes=extra_notes), fmt)
 
 
 def check_table_request(records: pd.DataFrame, table: int) -> None:

@@ -135,6 +135,26 @@ def test_refs_folder_is_listed_as_run_lists_it(folder, tmp_path, make_identity):
     assert by_folder["clip_i"].iloc[0] == by_tensors["clip_i"].iloc[0] != without_new["clip_i"].iloc[0]
 
 
+def test_bad_reference_images_are_all_named_before_any_encoder_loads(folder, make_identity, monkeypatch):
+    """--refs with two bad images among good ones: one exit-2 error names both (with their causes),
+    and no encoder is built first (it used to take a minute per try, one bad file per try)."""
+    import benchmark.evaluate as evaluate
+
+    ident = make_identity("dog", n=2)
+    (ident / "images" / "a_text.jpg").write_text("not an image")
+    (ident / "images" / "b_empty.png").touch()
+
+    def no_scorer(*args, **kwargs):
+        raise AssertionError("an encoder was built before the references were checked")
+
+    monkeypatch.setattr(evaluate, "Scorer", no_scorer)
+    res = CliRunner().invoke(app, ["eval", str(folder / "b.mp4"), "--refs", str(ident), "--random-weights"])
+    assert res.exit_code == 2, res.output
+    line = " ".join(res.output.split())
+    assert f"{ident / 'images'}: 2 unreadable images of 4: a_text.jpg (not a readable image " in line
+    assert "(UnidentifiedImageError: cannot identify image file)), b_empty.png (empty file (0 bytes))" in line
+
+
 def test_prompt_files(tmp_path):
     tsv = tmp_path / "p.tsv"
     tsv.write_text("# name\tprompt\nclip1.mp4\tdog * running\n\nclip2\ta cat\twith a tab\n")

@@ -135,6 +135,23 @@ def test_report_command_empty_runs_fails(tmp_path):
     assert res.exit_code != 0 and "--out" in res.output
 
 
+def test_report_skips_and_names_an_unreadable_record(tmp_path):
+    """One good and one truncated record: the page is written from the good one (exit 0) and says
+    which record it skipped and why, on the page and on stderr (docs/BAD_INPUT.md)."""
+    runs = tmp_path / "runs"
+    base = {"method": "dualreal", "case": "dog__Biking", "prompt": "dog * biking", "seed": 42, "status": "ok",
+            "clip_t": 0.31, "random_weights": True}
+    write_record(runs, {**base, "prompt_index": 0, "video": "dualreal/dog__Biking/videos/p000_s42.mp4"})
+    bad = write_record(runs, {**base, "prompt_index": 1, "video": "dualreal/dog__Biking/videos/p001_s42.mp4"})
+    bad.write_bytes(bad.read_bytes()[:50])
+    res = CliRunner().invoke(app, ["report", "--runs", str(runs), "--out", str(tmp_path / "r"), "--no-posters"])
+    assert res.exit_code == 0, res.output
+    line = f"1 unreadable record skipped: {bad} (JSONDecodeError: "
+    assert line in " ".join(res.stderr.split())
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert f'<p class="warning">{line}' in page and re.search(r"· 1 videos? ok, 0 failed", page)
+
+
 def _chromium() -> str:
     for name in CHROMIUM_NAMES:
         if path := shutil.which(name):

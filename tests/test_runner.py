@@ -4,16 +4,20 @@ determinism. Subprocess tests run the real `dualbench` command line."""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
 
+from benchmark.cli import PlainProgress
 from benchmark.grid import SAMPLE_DIR
 from benchmark.media import read_video
 from benchmark.runner import RunConfig, run, shard_of
@@ -71,11 +75,20 @@ def test_shard_split_is_disjoint_and_complete():
     assert sorted(sum(parts, [])) == items and sum(map(len, parts)) == 11
 
 
+def _plain() -> tuple[PlainProgress, io.StringIO]:
+    buf = io.StringIO()
+    return PlainProgress(Console(file=buf, width=300)), buf
+
+
 def test_resume_skips_finished_and_retries_failed(tmp_path):
     grid = _grid(tmp_path, n_cases=1, n_prompts=2)
     cfg = RunConfig(method="cogvideox", grid=str(grid), out=tmp_path / "runs", num_inference_steps=2, score=False)
-    s1 = run(cfg, log=lambda m: None)
+    progress, buf = _plain()  # what `dualbench run … | cat` prints: one line per phase, as it happens
+    s1 = run(cfg, progress=progress, log=lambda m: None)
     assert (s1.done, s1.skipped, s1.failed) == (2, 0, 0)
+    lines = buf.getvalue().splitlines()
+    assert lines[:2] == ["cogvideox: 2 videos", "cogvideox · case0: decoding"]
+    assert re.fullmatch(r"cogvideox · case0 p1 seed 42: \d+\.\d s; 2/2 videos", lines[-1]), lines
     s2 = run(cfg, log=lambda m: None)
     assert (s2.done, s2.skipped) == (0, 2)
     # a failed record is retried; a corrupt record is redone, not trusted
@@ -84,12 +97,41 @@ def test_resume_skips_finished_and_retries_failed(tmp_path):
     rec = json.loads(first.read_text())
     first.write_text(json.dumps({**rec, "status": "failed", "error": "boom"}))
     (rec_dir / "p001_s42.json").write_text("{not json")
-    s3 = run(cfg, log=lambda m: None)
+    logged: list[str] = []
+    s3 = run(cfg, log=logged.append)
     assert (s3.done, s3.skipped) == (2, 0)
+    # the corrupt record is named before it is overwritten, and counted
+    line = f"{rec_dir / 'p001_s42.json'}: unreadable record (JSONDecodeError: "
+    assert [m for m in logged if "unreadable" in m] == [m for m in logged if m.startswith(line) and m.endswith(", redoing")]
+    assert len(s3.unreadable) == 1 and "1 unreadable record(s) redone" in s3.text("cogvideox", tmp_path)
     _assert_complete(tmp_path / "runs", 1, 2)
     row = load_records(tmp_path / "runs").iloc[0]
     assert row["backbone"] == "tiny" and bool(row["random_weights"]) and row["config_hash"]
     assert row["training_budget"] == []  # cogvideox learns nothing
+
+
+def test_plain_progress_prints_training_steps_at_most_every_step_every_seconds(monkeypatch):
+    progress, buf = _plain()
+    clock = iter([0.0, 1.0, 40.0, 41.0, 100.0])
+    monkeypatch.setattr("benchmark.cli.time.perf_counter", lambda: next(clock))
+    task = progress.add_task("dualreal-identity", total=3, unit="steps")  # t = 0
+    progress.update(task, advance=1, description="dualreal-identity · loss 0.5")  # t = 1: too soon
+    progress.update(task, advance=1, description="dualreal-identity · loss 0.4")  # t = 40
+    progress.update(task, advance=1, description="dualreal-identity · loss 0.3")  # t = 41: too soon
+    progress.remove_task(task)  # t = 100
+    assert buf.getvalue().splitlines() == ["dualreal-identity: 3 steps", "dualreal-identity · loss 0.4 (2/3 steps)",
+                                           "dualreal-identity: 3/3 steps in 100.0 s"]
+
+
+def test_a_terminal_gets_rich_bars_and_anything_else_plain_lines(monkeypatch):
+    from rich.progress import Progress
+
+    from benchmark import cli
+
+    monkeypatch.setattr(cli, "console", Console(file=io.StringIO()))
+    assert isinstance(cli._progress(), PlainProgress)
+    monkeypatch.setattr(cli, "console", Console(file=io.StringIO(), force_terminal=True))
+    assert isinstance(cli._progress(), Progress)
 
 
 def test_records_carry_the_training_budget_and_methods_get_the_clips_they_ask_for(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app, table_
 from benchmark.metrics import metric_columns
-from benchmark.store import load_records, write_record
+from benchmark.store import load_records, unreadable_note, write_record
 from benchmark.tables import (
     RANDOM_NOTE,
     aggregate,
@@ -343,6 +343,39 @@ def test_table_command_formats_and_out(tmp_path):
     assert res.exit_code == 0 and "n = 42" in res.output and r"\toprule" in res.output
     res = runner.invoke(app, ["table", "--runs", str(runs)])  # rich, to the terminal
     assert res.exit_code == 0 and "Table 1" in res.output and "dualreal" in res.output
+
+
+def test_unreadable_records_are_skipped_and_named(tmp_path):
+    """A truncated and an emptied record file: the readable records make the table (exit 0), the
+    bad ones are counted and named with their cause under it (docs/BAD_INPUT.md)."""
+    runs = tmp_path / "runs"
+    write_record(runs, record("dualreal", "a__b", 0, clip_t=0.3))
+    truncated = write_record(runs, record("dualreal", "a__b", 1, clip_t=0.9))
+    truncated.write_bytes(truncated.read_bytes()[:50])
+    emptied = write_record(runs, record("lora", "a__b", 0, clip_t=0.9))
+    emptied.write_bytes(b"")
+
+    records = load_records(runs)
+    assert list(records["clip_t"]) == [0.3]
+    note = unreadable_note(records)
+    assert note.startswith("2 unreadable records skipped: ")
+    assert f"{emptied} (empty file (0 bytes))" in note and f"{truncated} (JSONDecodeError: " in note
+
+    runner = CliRunner()
+    for args in ([], ["--format", "markdown"]):
+        res = runner.invoke(app, ["table", "--runs", str(runs), "--n-boot", "0", *args])
+        assert res.exit_code == 0, res.output
+        flat = " ".join(res.output.split())  # the rich caption wraps
+        assert "2 unreadable records skipped:" in flat and "empty file (0 bytes)" in flat
+        assert "0.300" in res.output and "lora" not in res.output.replace(str(emptied), "")
+    res = runner.invoke(app, ["table", "--runs", str(runs), "--format", "csv", "--n-boot", "0"])
+    assert res.exit_code == 0 and "note: 2 unreadable records skipped" in res.stderr
+    assert "unreadable" not in res.stdout and res.stdout.startswith("method,")
+
+    truncated.unlink()
+    (runs / "dualreal" / "a__b" / "records" / "p000_s42.json").write_text("[]")
+    res = runner.invoke(app, ["table", "--runs", str(runs)])
+    assert res.exit_code == 1 and "no readable records under" in res.output and "a JSON list, not an object" in res.output
 
 
 def test_table_command_ablation_without_runs_fails(tmp_path):

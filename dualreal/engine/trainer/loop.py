@@ -269,7 +269,8 @@ def train(
             the hooks (module docstring).
         workdir: checkpoint folder (``None``: no checkpoint, no resume).
         checkpoint_config: JSON dict saved as ``config.json`` and compared on resume.
-        progress: a ``rich.progress.Progress`` to add a task to; ``None`` → a tqdm bar on a TTY.
+        progress: a ``rich.progress.Progress`` (or an object with its ``add_task`` / ``update`` /
+            ``remove_task``) to add a task to, with the field ``unit="steps"``; ``None`` → a tqdm bar on a TTY.
 
     Returns:
         A :class:`TrainResult`. The model ends in eval mode, unwrapped, on the training device.
@@ -373,7 +374,7 @@ def train(
     bar = task = None
     show = accelerator.is_local_main_process or not ddp
     if progress is not None and show:
-        task = progress.add_task(config.description, total=config.train_steps)
+        task = progress.add_task(config.description, total=config.train_steps, unit="steps")
     elif show and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
