@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 
 from benchmark.metrics import METRICS, table_metrics
 from benchmark.store import load_records
-from benchmark.tables import RANDOM_MARK, RANDOM_NOTE, aggregate
+from benchmark.tables import RANDOM_MARK, RANDOM_NOTE, aggregate, random_rows
 
 __all__ = [
     "ControllerTrace",
@@ -408,10 +408,10 @@ def plot_dd_vs_ref(records: pd.DataFrame, out_dir: Path, *, metric: str = "dynam
 
 
 def _random_methods(records: pd.DataFrame) -> frozenset[str]:
-    """Methods with any record computed with random weights (``random_weights`` true)."""
-    if records.empty or "random_weights" not in records or "method" not in records:
+    """Methods with any record computed with random weights (:func:`benchmark.tables.random_rows`)."""
+    if records.empty or "method" not in records:
         return frozenset()
-    return frozenset(records.loc[records["random_weights"].fillna(False).astype(bool), "method"].unique())
+    return frozenset(records.loc[random_rows(records), "method"].unique())
 
 
 # ------------------------------------------------------------------------------------------------

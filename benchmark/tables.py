@@ -55,6 +55,7 @@ from benchmark.metrics import METRICS, metric_columns, table_metrics
 __all__ = [
     "TableFormat",
     "TIMING_COLUMNS",
+    "random_rows",
     "ci_columns",
     "count_columns",
     "aggregate_columns",
@@ -240,6 +241,16 @@ def bootstrap_ci(case_values: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
     return low, high
 
 
+def random_rows(records: pd.DataFrame) -> np.ndarray:
+    """bool per record: computed with random weights (``random_weights``, ``backbone_random_weights``
+    or ``metric_random_weights`` true) — the one rule behind every ``†`` of tables and plots."""
+    out = np.zeros(len(records), dtype=bool)
+    for col in ("random_weights", "backbone_random_weights", "metric_random_weights"):
+        if col in records.columns:
+            out |= _truthy(records[col]).to_numpy()
+    return out
+
+
 def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per method: per-case means averaged over cases, bootstrap CIs, counts, timings.
 
@@ -271,10 +282,7 @@ def aggregate(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.Data
     value_cols = [*metrics, *TIMING_COLUMNS]
     for col in value_cols:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
-    flags = [c for c in ("random_weights", "backbone_random_weights", "metric_random_weights") if c in df.columns]
-    df["_random"] = np.zeros(len(df), dtype=bool)
-    for col in flags:
-        df["_random"] |= _truthy(df[col]).to_numpy()
+    df["_random"] = random_rows(df)
     ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
 
     rows = []
